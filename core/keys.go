@@ -1,0 +1,23 @@
+package core
+
+// Every key of a limiter starts with "timely:" and carries the hash tag
+// {kind:name}, so that all keys of one limiter share a cluster slot while
+// different limiters spread over the cluster.
+
+// keyPrefix returns the common start of a limiter's keys.
+func keyPrefix(kind, name string) string {
+	return "timely:{" + kind + ":" + name + "}"
+}
+
+// semaphoreKeys returns the KEYS of the semaphore scripts, in their order,
+// and the channel on which grants are announced.
+func semaphoreKeys(name string) (keys []string, channel string) {
+	p := keyPrefix("sem", name)
+	return []string{p + ":holders", p + ":queue", p + ":places", p + ":info"},
+		p + ":grants"
+}
+
+// bucketKey returns the one key of a token bucket.
+func bucketKey(name string) string {
+	return keyPrefix("bucket", name)
+}

@@ -1,0 +1,9 @@
+-- Read a token bucket's state without changing it.
+--
+-- ARGV as in bucket_common.lua.
+-- Reply: {tokens, promised}: the tokens available now, and how many
+--   tokens of future refills are promised to waiters.
+
+local now = now_us()
+local tokens = load(now)
+return {math.max(tokens, 0), math.max(-tokens, 0)}

@@ -1,0 +1,694 @@
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Forever is the maxSleep that waits without limit.
+const Forever time.Duration = -1
+
+// DefaultExpiry is the lease of a permit when SemaphoreOptions.Expiry is 0.
+const DefaultExpiry = 10 * time.Second
+
+// callTimeout bounds each script call of a dispatcher, so that a frozen
+// Redis fails requests instead of hanging them.
+const callTimeout = 5 * time.Second
+
+// SemaphoreOptions tunes a Semaphore. The zero value gives the defaults.
+type SemaphoreOptions struct {
+	// Expiry is how long a permit or a queue place outlives the last
+	// renewal by its process. Live processes renew every Expiry/3, so a
+	// dead, killed or frozen one loses its permits within Expiry. Zero
+	// means DefaultExpiry; the least is 100 ms (whole milliseconds count).
+	Expiry time.Duration
+}
+
+// Semaphore is a distributed, fair counting semaphore: at most capacity
+// permits are held at once across every process that uses the same name on
+// the same Redis, and waiters are served in the order they asked (FIFO
+// across processes, to within the network's jitter).
+//
+// Each permit is a lease that the Semaphore renews in the background while
+// it is held. Keys (all with TTL expiry + 1 s, refreshed by every call):
+// timely:{sem:NAME}:holders, :queue, :places and :info; grants are
+// announced on the channel timely:{sem:NAME}:grants.
+//
+// A Semaphore is safe for concurrent use. Its dispatcher goroutine starts on
+// the first acquisition and stops on Close.
+type Semaphore struct {
+	store    *Store
+	name     string
+	capacity int
+	expiry   time.Duration
+	keys     []string
+	channel  string
+	idPrefix string
+	head     []any // the ARGV that every semaphore script starts with
+
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	nextID   uint64
+	arrivals []*semWaiter         // not yet sent to Redis, in arrival order
+	leaving  []string             // ids to release or withdraw
+	orphans  map[string]time.Time // ids whose release failed, and since when
+	releases map[string]func(error)
+	notices  []string // payloads of grant announcements
+	recheck  bool     // announcements may have been missed
+	waiting  map[string]*semWaiter
+	holding  map[string]*Permit
+	kick     chan struct{}
+	stop     chan struct{}
+	stopped  chan struct{}
+	broken   error
+}
+
+// semWaiter is one acquisition on its way; its state moves only forward.
+type semWaiter struct {
+	id    string
+	req   *Request
+	wait  bool
+	timer *time.Timer
+	state waiterState
+}
+
+type waiterState int
+
+const (
+	waiterNew      waiterState = iota // in arrivals
+	waiterSent                        // in an acquire call under way
+	waiterQueued                      // in waiting, queued in Redis
+	waiterDone                        // completed: granted, refused or failed
+	waiterCanceled                    // completed by Cancel or timeout
+)
+
+// NewSemaphore returns the semaphore called name on store, with capacity
+// permits. It does no I/O.
+func NewSemaphore(store *Store, name string, capacity int,
+	opts SemaphoreOptions) (*Semaphore, error) {
+	if name == "" {
+		return nil, errors.New("timely: semaphore name must not be empty")
+	}
+	if capacity < 1 {
+		return nil, fmt.Errorf("timely: semaphore capacity must be >= 1, not %d", capacity)
+	}
+	expiry := opts.Expiry
+	if expiry == 0 {
+		expiry = DefaultExpiry
+	}
+	if expiry < 100*time.Millisecond {
+		return nil, fmt.Errorf("timely: semaphore expiry must be >= 100ms, not %v", expiry)
+	}
+	keys, channel := semaphoreKeys(name)
+	return &Semaphore{
+		store:    store,
+		name:     name,
+		capacity: capacity,
+		expiry:   expiry,
+		keys:     keys,
+		channel:  channel,
+		idPrefix: processToken(),
+		head:     []any{capacity, expiry.Milliseconds(), channel},
+		orphans:  map[string]time.Time{},
+		releases: map[string]func(error){},
+		waiting:  map[string]*semWaiter{},
+		holding:  map[string]*Permit{},
+		kick:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}, nil
+}
+
+// processToken returns a random prefix that makes this Semaphore's permit
+// ids unique among all processes.
+func processToken() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // never fails on supported platforms
+	return hex.EncodeToString(b)
+}
+
+// Name returns the semaphore's name.
+func (s *Semaphore) Name() string { return s.name }
+
+// Capacity returns the number of permits this process asks for.
+func (s *Semaphore) Capacity() int { return s.capacity }
+
+// Acquire waits for a permit, at most maxSleep (Forever waits without
+// limit, 0 takes a permit only if one is free at once). It fails with
+// ErrMaxSleep when the time runs out, or returns ctx.Err() when ctx ends
+// first; in both cases nothing is held.
+func (s *Semaphore) Acquire(ctx context.Context, maxSleep time.Duration) (*Permit, error) {
+	return s.Start(maxSleep, nil).Wait(ctx)
+}
+
+// Start begins an acquisition without blocking. onDone, if not nil, runs
+// once the request completes, on a goroutine of the core; it must not
+// block. Cancel the request to give up.
+func (s *Semaphore) Start(maxSleep time.Duration, onDone func(*Request)) *Request {
+	req := newRequest(onDone)
+	s.mu.Lock()
+	if s.closed || s.broken != nil {
+		err := s.broken
+		if s.closed {
+			err = ErrClosed
+		}
+		s.mu.Unlock()
+		req.cancel = func() {}
+		req.complete(nil, err)
+		return req
+	}
+	s.nextID++
+	w := &semWaiter{
+		id:   s.idPrefix + ":" + strconv.FormatUint(s.nextID, 36),
+		req:  req,
+		wait: maxSleep != 0,
+	}
+	req.cancel = func() { s.withdraw(w, ErrCanceled) }
+	s.arrivals = append(s.arrivals, w)
+	if maxSleep > 0 {
+		w.timer = time.AfterFunc(maxSleep, func() { s.withdraw(w, ErrMaxSleep) })
+	}
+	if !s.started {
+		s.started = true
+		go s.run()
+	}
+	s.mu.Unlock()
+	s.poke()
+	return req
+}
+
+// withdraw ends a waiter with err (cancellation or max sleep). It takes
+// the lock. A waiter that already holds a permit gives it back instead.
+func (s *Semaphore) withdraw(w *semWaiter, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch w.state {
+	case waiterNew:
+		// Never sent: dropping it from arrivals leaves Redis untouched.
+		for i, a := range s.arrivals {
+			if a == w {
+				s.arrivals = append(s.arrivals[:i], s.arrivals[i+1:]...)
+				break
+			}
+		}
+	case waiterSent, waiterQueued:
+		// Redis may have granted it already, or do so before our call
+		// lands: the leave script releases a permit or withdraws the
+		// place, whichever the id has by then.
+		delete(s.waiting, w.id)
+		s.leaving = append(s.leaving, w.id)
+		s.poke()
+	case waiterDone:
+		if p, _ := w.req.Result(); p != nil && err == ErrCanceled {
+			s.releaseLocked(p, nil)
+		}
+		return
+	case waiterCanceled:
+		return
+	}
+	w.state = waiterCanceled
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.req.complete(nil, err)
+}
+
+// poke wakes the dispatcher without blocking.
+func (s *Semaphore) poke() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Close fails every waiter with ErrClosed, releases the permits still held
+// in this process (best effort: those it cannot reach expire on their own)
+// and stops the dispatcher. It waits at most for one script call.
+func (s *Semaphore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	started := s.started
+	for _, w := range s.arrivals {
+		w.state = waiterCanceled
+		w.req.complete(nil, ErrClosed)
+	}
+	s.arrivals = nil
+	for id, w := range s.waiting {
+		w.state = waiterCanceled
+		w.req.complete(nil, ErrClosed)
+		s.leaving = append(s.leaving, id)
+	}
+	s.waiting = map[string]*semWaiter{}
+	for id, p := range s.holding {
+		p.end(permitReleased)
+		s.leaving = append(s.leaving, id)
+	}
+	s.holding = map[string]*Permit{}
+	s.mu.Unlock()
+	if started {
+		close(s.stop)
+		<-s.stopped
+	}
+	return nil
+}
+
+// run is the dispatcher: it serves every waiter of this process with a
+// few script calls per round, whatever their number, and renews leases.
+func (s *Semaphore) run() {
+	defer close(s.stopped)
+	defer s.recoverPanic()
+	renew := time.NewTimer(s.renewEvery())
+	defer renew.Stop()
+	subscribed := false
+	for {
+		due := false
+		select {
+		case <-s.kick:
+		case <-renew.C:
+			due = true
+		case <-s.stop:
+			s.flushLeaving()
+			if subscribed {
+				s.store.hub.unsubscribe(s.channel)
+			}
+			return
+		}
+		if !subscribed {
+			subscribed = s.subscribe()
+		}
+		if next, ok := s.step(due); ok {
+			if !renew.Stop() && !due {
+				select {
+				case <-renew.C:
+				default:
+				}
+			}
+			renew.Reset(next)
+		}
+	}
+}
+
+func (s *Semaphore) renewEvery() time.Duration { return s.expiry / 3 }
+
+// subscribe joins the grant channel before any waiter is queued, so that
+// no announcement for one of ours can go by unheard. On failure the
+// waiters of this round fail; the next round tries again.
+func (s *Semaphore) subscribe() bool {
+	ctx, cancel := context.WithTimeout(background, callTimeout)
+	defer cancel()
+	err := s.store.hub.subscribe(ctx, s.channel, s.notice)
+	if err == nil {
+		return true
+	}
+	s.mu.Lock()
+	arrivals := s.arrivals
+	s.arrivals = nil
+	for _, w := range arrivals {
+		s.finish(w, nil, err)
+	}
+	s.mu.Unlock()
+	return false
+}
+
+// notice receives the hub's messages: ids granted by other processes'
+// calls, or word that messages may have been lost.
+func (s *Semaphore) notice(payload string, resubscribed bool) {
+	s.mu.Lock()
+	if resubscribed {
+		s.recheck = true
+	} else {
+		s.notices = append(s.notices, payload)
+	}
+	s.mu.Unlock()
+	s.poke()
+}
+
+// recoverPanic turns a panic of the dispatcher into the failure of every
+// request of this semaphore, instead of the end of the host process.
+func (s *Semaphore) recoverPanic() {
+	p := recover()
+	if p == nil {
+		return
+	}
+	err := fmt.Errorf("%w: semaphore %q: %v", ErrInternal, s.name, p)
+	s.store.log.Error("timely: dispatcher panic", "semaphore", s.name, "panic", fmt.Sprint(p))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.broken = err
+	for _, w := range s.arrivals {
+		s.finish(w, nil, err)
+	}
+	for _, w := range s.waiting {
+		s.finish(w, nil, err)
+	}
+	for id, done := range s.releases {
+		done(err)
+		delete(s.releases, id)
+	}
+}
+
+// step runs one round: announced grants, then releases, then new
+// arrivals, then, when due, the renewal. It returns when the next renewal
+// is due, if this round decided it.
+func (s *Semaphore) step(renewDue bool) (time.Duration, bool) {
+	s.mu.Lock()
+	notices, leaving, arrivals, recheck := s.notices, s.leaving, s.arrivals, s.recheck
+	s.notices, s.leaving, s.arrivals, s.recheck = nil, nil, nil, false
+	for _, w := range arrivals {
+		w.state = waiterSent
+	}
+	for id, since := range s.orphans {
+		// A lease we failed to release ends by itself after expiry.
+		if time.Since(since) > s.expiry {
+			delete(s.orphans, id)
+		} else {
+			leaving = append(leaving, id)
+		}
+	}
+	for _, n := range notices {
+		s.grantedLocked(strings.Fields(n))
+	}
+	s.mu.Unlock()
+
+	var next time.Duration = -1
+	if len(leaving) > 0 {
+		s.leave(leaving)
+	}
+	if len(arrivals) > 0 {
+		next = s.acquire(arrivals)
+	}
+	if renewDue || recheck {
+		return s.renew(), true
+	}
+	return next, next >= 0
+}
+
+// call runs a semaphore script with the ids appended to the common ARGV.
+func (s *Semaphore) call(script *redis.Script, ids []any) ([]any, error) {
+	ctx, cancel := context.WithTimeout(background, callTimeout)
+	defer cancel()
+	v, err := run(ctx, s.store.rdb, script, s.keys, append(s.head[:3:3], ids...)...)
+	if err != nil {
+		return nil, err
+	}
+	return asSlice(v)
+}
+
+// acquire enqueues arrivals in one call and completes those granted or
+// refused at once. It returns how soon to look again when some wait.
+func (s *Semaphore) acquire(arrivals []*semWaiter) time.Duration {
+	args := make([]any, 0, 2*len(arrivals))
+	for _, w := range arrivals {
+		wait := "1"
+		if !w.wait {
+			wait = "0"
+		}
+		args = append(args, w.id, wait)
+	}
+	reply, err := s.call(semaphoreAcquire, args)
+	var statuses []int64
+	var granted []string
+	var wait int64
+	if err == nil {
+		statuses, granted, wait, err = parseGrantReply(reply, len(arrivals), true)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		// The call may have run: release whatever it may have taken.
+		for _, w := range arrivals {
+			if w.state == waiterSent {
+				s.orphans[w.id] = time.Now()
+				s.finish(w, nil, err)
+			}
+		}
+		return -1
+	}
+	for i, w := range arrivals {
+		if w.state != waiterSent {
+			continue // withdrawn meanwhile: its leave call settles it
+		}
+		switch statuses[i] {
+		case 1:
+			s.finish(w, s.holdLocked(w.id), nil)
+		case 0:
+			w.state = waiterQueued
+			s.waiting[w.id] = w
+		default:
+			s.finish(w, nil, ErrMaxSleep)
+		}
+	}
+	s.grantedLocked(granted)
+	return s.pollDelay(wait)
+}
+
+// pollDelay says when to look again while waiters are queued: when the
+// earliest lease runs out (its holder may be dead), and at least at every
+// renewal. wait is that lease's remaining time in ms, -1 for none.
+func (s *Semaphore) pollDelay(wait int64) time.Duration {
+	if len(s.waiting) == 0 || wait < 0 {
+		return -1
+	}
+	d := time.Duration(wait)*time.Millisecond + 5*time.Millisecond
+	return min(d, s.renewEvery())
+}
+
+// leave releases or withdraws ids in one call and reports each release.
+func (s *Semaphore) leave(ids []string) {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	reply, err := s.call(semaphoreLeave, args)
+	var statuses []int64
+	var granted []string
+	if err == nil {
+		statuses, granted, _, err = parseGrantReply(reply, len(ids), false)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, id := range ids {
+		done := s.releases[id]
+		delete(s.releases, id)
+		result := err
+		if err != nil {
+			s.orphans[id] = time.Now() // retried until its lease would end
+		} else {
+			delete(s.orphans, id)
+			if statuses[i] == 0 && done != nil {
+				result = ErrLeaseLost
+				s.store.log.Warn("timely: permit lease had expired before release",
+					"semaphore", s.name, "permit", id)
+			}
+		}
+		if done != nil {
+			done(result)
+		}
+	}
+	if err == nil {
+		s.grantedLocked(granted)
+	}
+}
+
+// renew renews every lease and queue place of this process in one call,
+// learns of grants whose announcement was missed and of leases lost, and
+// returns when to renew again.
+func (s *Semaphore) renew() time.Duration {
+	s.mu.Lock()
+	ids := make([]any, 0, len(s.holding)+len(s.waiting))
+	for id := range s.holding {
+		ids = append(ids, id)
+	}
+	for id := range s.waiting {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	if len(ids) == 0 {
+		return s.renewEvery()
+	}
+
+	reply, err := s.call(semaphoreRenew, ids)
+	var statuses []int64
+	var granted []string
+	var wait int64
+	if err == nil {
+		statuses, granted, wait, err = parseGrantReply(reply, len(ids), true)
+	}
+	if err != nil {
+		s.store.log.Warn("timely: lease renewal failed; retrying",
+			"semaphore", s.name, "err", err)
+		return min(time.Second, s.renewEvery())
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, v := range ids {
+		id := v.(string)
+		if p := s.holding[id]; p != nil && statuses[i] == 0 {
+			delete(s.holding, id)
+			p.end(permitLost)
+			s.store.log.Warn("timely: permit lease expired while held",
+				"semaphore", s.name, "permit", id)
+		}
+		if w := s.waiting[id]; w != nil {
+			switch statuses[i] {
+			case 1:
+				delete(s.waiting, id)
+				s.finish(w, s.holdLocked(id), nil)
+			case 0:
+				// The queue place ran out (this process was frozen for
+				// longer than expiry): queue again, at the back.
+				delete(s.waiting, id)
+				w.state = waiterNew
+				s.arrivals = append(s.arrivals, w)
+				s.poke()
+				s.store.log.Warn("timely: queue place expired; queued again",
+					"semaphore", s.name, "waiter", id)
+			}
+		}
+	}
+	s.grantedLocked(granted)
+	if d := s.pollDelay(wait); d >= 0 {
+		return d
+	}
+	return s.renewEvery()
+}
+
+// grantedLocked completes the local waiters among ids granted in Redis.
+func (s *Semaphore) grantedLocked(ids []string) {
+	for _, id := range ids {
+		if w := s.waiting[id]; w != nil {
+			delete(s.waiting, id)
+			s.finish(w, s.holdLocked(id), nil)
+		}
+	}
+}
+
+// holdLocked records a permit held by this process.
+func (s *Semaphore) holdLocked(id string) *Permit {
+	p := &Permit{id: id, sem: s, lost: make(chan struct{})}
+	s.holding[id] = p
+	return p
+}
+
+// finish completes a waiter that is still pending. A permit granted to a
+// waiter that was canceled meanwhile is never handed out; the withdraw
+// call already queued gives it back.
+func (s *Semaphore) finish(w *semWaiter, p *Permit, err error) {
+	if w.state == waiterCanceled || w.state == waiterDone {
+		return
+	}
+	w.state = waiterDone
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.req.complete(p, err)
+}
+
+// releaseLocked queues the release of p; done, if not nil, learns the
+// outcome on the dispatcher's goroutine.
+func (s *Semaphore) releaseLocked(p *Permit, done func(error)) {
+	if !p.end(permitReleased) {
+		if done != nil {
+			done(p.endErr())
+		}
+		return
+	}
+	delete(s.holding, p.id)
+	if s.closed {
+		if done != nil {
+			done(ErrClosed)
+		}
+		return
+	}
+	if done != nil {
+		s.releases[p.id] = done
+	}
+	s.leaving = append(s.leaving, p.id)
+	s.poke()
+}
+
+// flushLeaving makes one last leave call for what Close left behind.
+func (s *Semaphore) flushLeaving() {
+	s.mu.Lock()
+	ids := s.leaving
+	s.leaving = nil
+	for id := range s.orphans {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	if len(ids) > 0 {
+		s.leave(ids)
+	}
+}
+
+// parseGrantReply reads {statuses, granted[, wait]} with n statuses.
+func parseGrantReply(reply []any, n int, withWait bool) (
+	statuses []int64, granted []string, wait int64, err error) {
+	want := 2
+	if withWait {
+		want = 3
+	}
+	if len(reply) != want {
+		return nil, nil, 0, fmt.Errorf("%w: %d elements, want %d", errReply, len(reply), want)
+	}
+	if statuses, err = asInts(reply[0]); err != nil {
+		return nil, nil, 0, err
+	}
+	if len(statuses) != n {
+		return nil, nil, 0, fmt.Errorf("%w: %d statuses for %d ids", errReply, len(statuses), n)
+	}
+	if granted, err = asStrings(reply[1]); err != nil {
+		return nil, nil, 0, err
+	}
+	wait = -1
+	if withWait {
+		if wait, err = asInt(reply[2]); err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	return statuses, granted, wait, nil
+}
+
+// SemaphoreState is a snapshot of a semaphore across all processes.
+type SemaphoreState struct {
+	// Capacity is the capacity last given by an acquiring process, 0 when
+	// the semaphore has no state in Redis.
+	Capacity int
+	// Holders is the number of live leases.
+	Holders int
+	// Waiters is the number of live queue places.
+	Waiters int
+}
+
+// State reads the semaphore's state in Redis without changing it.
+func (s *Semaphore) State(ctx context.Context) (SemaphoreState, error) {
+	v, err := run(ctx, s.store.rdb, semaphoreState, s.keys)
+	if err != nil {
+		return SemaphoreState{}, err
+	}
+	n, err := asInts(v)
+	if err == nil && len(n) != 3 {
+		err = fmt.Errorf("%w: %d elements, want 3", errReply, len(n))
+	}
+	if err != nil {
+		return SemaphoreState{}, err
+	}
+	return SemaphoreState{Capacity: int(n[0]), Holders: int(n[1]), Waiters: int(n[2])}, nil
+}

@@ -1,0 +1,231 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"timely/core"
+)
+
+func newSemaphore(t *testing.T, st *core.Store, capacity int, expiry time.Duration) *core.Semaphore {
+	t.Helper()
+	s, err := core.NewSemaphore(st, uniqueName(t), capacity, core.SemaphoreOptions{Expiry: expiry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestSemaphoreNeverExceedsCapacity(t *testing.T) {
+	eachBackend(t, func(t *testing.T, st *core.Store) {
+		const capacity, workers = 3, 200
+		sem := newSemaphore(t, st, capacity, 0)
+		ctx := context.Background()
+		var inside, most atomic.Int64
+		var wg sync.WaitGroup
+		for i := 0; i < workers; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p, err := sem.Acquire(ctx, core.Forever)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n := inside.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(time.Millisecond)
+				inside.Add(-1)
+				if err := p.Release(ctx); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if most.Load() != capacity {
+			t.Errorf("at most %d holders at once, want exactly %d", most.Load(), capacity)
+		}
+		state, err := sem.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state.Holders != 0 || state.Waiters != 0 || state.Capacity != capacity {
+			t.Errorf("state after all released = %+v", state)
+		}
+	})
+}
+
+func TestSemaphoreFIFOWithinProcess(t *testing.T) {
+	eachBackend(t, func(t *testing.T, st *core.Store) {
+		sem := newSemaphore(t, st, 1, 0)
+		ctx := context.Background()
+		first, err := sem.Acquire(ctx, core.Forever)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var order []int
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := 0; i < 20; i++ {
+			req := sem.Start(core.Forever, nil)
+			// Let each request reach Redis before the next one starts.
+			waitQueued(t, sem, i+1)
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				p, err := req.Wait(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				order = append(order, i)
+				mu.Unlock()
+				p.Release(ctx)
+			}(i)
+		}
+		first.Release(ctx)
+		wg.Wait()
+		for i, v := range order {
+			if v != i {
+				t.Fatalf("grant order %v, want arrival order", order)
+			}
+		}
+	})
+}
+
+// waitState waits until the semaphore's state is want.
+func waitState(t *testing.T, sem *core.Semaphore, want core.SemaphoreState) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		got, err := sem.State(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state %+v, want %+v", got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitQueued waits until n waiters are queued in Redis.
+func waitQueued(t *testing.T, sem *core.Semaphore, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s, err := sem.State(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Waiters >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d waiters queued, want %d", s.Waiters, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestSemaphoreMaxSleep(t *testing.T) {
+	eachBackend(t, func(t *testing.T, st *core.Store) {
+		sem := newSemaphore(t, st, 1, 0)
+		ctx := context.Background()
+		p, err := sem.Acquire(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sem.Acquire(ctx, 0); !errors.Is(err, core.ErrMaxSleep) {
+			t.Errorf("max sleep 0 on a full semaphore: %v, want ErrMaxSleep", err)
+		}
+		start := time.Now()
+		if _, err := sem.Acquire(ctx, 100*time.Millisecond); !errors.Is(err, core.ErrMaxSleep) {
+			t.Errorf("max sleep 100ms on a full semaphore: %v, want ErrMaxSleep", err)
+		}
+		if d := time.Since(start); d < 100*time.Millisecond || d > 2*time.Second {
+			t.Errorf("max sleep 100ms took %v", d)
+		}
+		// The timed-out waiter leaves the queue in the background.
+		waitState(t, sem, core.SemaphoreState{Capacity: 1, Holders: 1})
+		if err := p.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sem.Acquire(ctx, 0); err != nil {
+			t.Errorf("max sleep 0 on a free semaphore: %v", err)
+		}
+	})
+}
+
+func TestSemaphoreCancelLeavesNothing(t *testing.T) {
+	eachBackend(t, func(t *testing.T, st *core.Store) {
+		sem := newSemaphore(t, st, 2, 0)
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		for i := 0; i < 100; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(ctx, time.Duration(i%7)*time.Millisecond)
+				defer cancel()
+				p, err := sem.Acquire(cctx, core.Forever)
+				if err == nil {
+					time.Sleep(time.Millisecond)
+					p.Release(ctx)
+				} else if !errors.Is(err, context.DeadlineExceeded) {
+					t.Error(err)
+				}
+			}(i)
+		}
+		wg.Wait()
+		waitState(t, sem, core.SemaphoreState{Capacity: 2})
+		p1, err1 := sem.Acquire(ctx, 0)
+		p2, err2 := sem.Acquire(ctx, 0)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("both permits should be free: %v, %v", err1, err2)
+		}
+		p1.Release(ctx)
+		p2.Release(ctx)
+	})
+}
+
+func TestSemaphoreExpiredLeaseIsReported(t *testing.T) {
+	srv := startRedis(t)
+	st, err := core.Open(srv.url(), core.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	sem := newSemaphore(t, st, 1, 300*time.Millisecond)
+	ctx := context.Background()
+	p, err := sem.Acquire(ctx, core.Forever)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A long hold outlives many expiries: the lease is renewed.
+	time.Sleep(time.Second)
+	if _, err := sem.Acquire(ctx, 0); !errors.Is(err, core.ErrMaxSleep) {
+		t.Fatalf("a renewed permit was handed out again: %v", err)
+	}
+	// Losing the data (as a restart would) loses the lease: it is reported
+	// and the release adds no capacity.
+	st.Client().FlushAll(ctx)
+	select {
+	case <-p.Lost():
+	case <-time.After(2 * time.Second):
+		t.Fatal("lost lease was not reported")
+	}
+	if err := p.Release(ctx); !errors.Is(err, core.ErrLeaseLost) {
+		t.Errorf("release of a lost permit: %v, want ErrLeaseLost", err)
+	}
+}
