@@ -1,0 +1,176 @@
+"""The one door to the Go core: loading it, mapping its errors, and
+collecting its completions on an asyncio event loop.
+
+The Go module is loaded on first use, not at import, so that a process can
+import timely and build limiters before it forks. Go never calls into
+Python: completed operations make an eventfd readable, which the event loop
+watches, and their outcomes are collected in one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+from types import ModuleType
+from typing import Any
+
+from ._errors import (
+    ForkedProcessError,
+    LeaseLostError,
+    LimiterClosedError,
+    MaxSleepExceededError,
+    RedisConnectionError,
+    TimelyError,
+)
+
+logger = logging.getLogger("timely")
+
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_module_pid = 0
+
+_KINDS: dict[str, type[Exception]] = {
+    "maxsleep": MaxSleepExceededError,
+    "connection": RedisConnectionError,
+    "leaselost": LeaseLostError,
+    "closed": LimiterClosedError,
+    "forked": ForkedProcessError,
+    "value": ValueError,
+}
+
+_ERROR = re.compile(r"^\[(\w+)\] (.*)$", re.DOTALL)
+
+
+def core() -> ModuleType:
+    """Return the Go module, loading it on first use in this process."""
+    global _module, _module_pid
+    if _module is not None:
+        if _module_pid != os.getpid():
+            raise ForkedProcessError(
+                "timely's Go core was started in the parent process and cannot "
+                "run in this forked child; create and first use limiters after "
+                "the fork, or use the 'spawn' or 'forkserver' start methods"
+            )
+        return _module
+    with _lock:
+        if _module is None:
+            from ._native import gobridge  # type: ignore[attr-defined]
+
+            _module, _module_pid = gobridge, os.getpid()
+    return _module
+
+
+def error(kind: str, message: str) -> Exception:
+    """Map an error of the Go core to its exception."""
+    cls = _KINDS.get(kind)
+    if cls is None:
+        return TimelyError(message)
+    return cls(message)
+
+
+def translate(exc: RuntimeError) -> Exception:
+    """Map a RuntimeError raised by a Go call to timely's exception."""
+    m = _ERROR.match(str(exc))
+    if m is None:
+        return TimelyError(str(exc))
+    return error(m.group(1), m.group(2))
+
+
+def call(fn: str, *args: Any) -> Any:
+    """Call the Go function ``fn``, raising timely's exceptions."""
+    try:
+        return getattr(core(), fn)(*args)
+    except RuntimeError as exc:
+        raise translate(exc) from None
+    finally:
+        drain_logs()
+
+
+_LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARN": logging.WARNING,
+    "ERROR": logging.ERROR,
+}
+
+
+def drain_logs() -> None:
+    """Pass the Go core's buffered log records to the ``timely`` logger."""
+    if _module is None or _module_pid != os.getpid():
+        return
+    text = _module.Logs()
+    if not text:
+        return
+    for line in text.split("\n"):
+        level, _, message = line.partition("\t")
+        logger.log(_LEVELS.get(level, logging.WARNING), "%s", message)
+
+
+class Notifier:
+    """Delivers the Go core's completions to futures on one event loop."""
+
+    __slots__ = ("id", "fd", "loop", "futures")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.id: int = call("NewNotifier")
+        self.fd: int = call("NotifierFD", self.id)
+        self.loop = loop
+        self.futures: dict[int, asyncio.Future[None]] = {}
+        loop.add_reader(self.fd, self._readable)
+
+    def expect(self, op: int) -> asyncio.Future[None]:
+        """Return a future that completes with operation ``op``."""
+        fut = self.loop.create_future()
+        self.futures[op] = fut
+        return fut
+
+    def _readable(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+        text: str = call("Collect", self.id)
+        if not text:
+            return
+        for line in text.split("\n"):
+            op, _, rest = line.partition(" ")
+            fut = self.futures.pop(int(op), None)
+            if fut is None or fut.done():
+                continue
+            if rest == "ok":
+                fut.set_result(None)
+            else:
+                kind, _, message = rest.partition(" ")
+                fut.set_exception(error(kind, message))
+
+    def close(self) -> None:
+        """Stop watching the descriptor and close it."""
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self.fd)
+        if _module is not None and _module_pid == os.getpid():
+            _module.CloseNotifier(self.id)
+
+
+_notifiers: dict[int, Notifier] = {}
+
+
+def notifier() -> Notifier:
+    """Return the notifier of the running event loop, creating it once.
+
+    Notifiers of loops that have closed since are closed here, so that each
+    event loop of a program costs one descriptor while it lives.
+    """
+    loop = asyncio.get_running_loop()
+    n = _notifiers.get(id(loop))
+    if n is not None and n.loop is loop:
+        return n
+    for key, old in list(_notifiers.items()):
+        if old.loop.is_closed():
+            old.close()
+            del _notifiers[key]
+    n = Notifier(loop)
+    _notifiers[id(loop)] = n
+    return n

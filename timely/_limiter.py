@@ -1,0 +1,102 @@
+"""What both limiters share: the lazily made Go limiter, and acquisition
+from asyncio tasks or from threads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any
+
+from . import _bridge, _validate
+
+
+class Limiter:
+    """Base of the limiters; not public.
+
+    The Go limiter is made on first use in each process, so constructing a
+    limiter does no I/O and survives a fork that happens before first use.
+    """
+
+    __slots__ = ("_redis_url", "_max_sleep", "_handle", "_handle_pid", "_lock")
+
+    # How long an acquisition may wait in the starting call for Redis to
+    # answer, in microseconds, before it continues through the notifier.
+    _SYNC_WAIT_US = 0
+
+    def __init__(self, redis_url: Any, max_sleep: Any) -> None:
+        self._redis_url = _validate.redis_url(redis_url)
+        self._max_sleep = _validate.max_sleep(max_sleep)
+        self._handle: int | None = None
+        self._handle_pid = 0
+        self._lock = threading.Lock()
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis URL, with any password replaced by ``***``."""
+        return _validate.redact(self._redis_url)
+
+    @property
+    def max_sleep(self) -> float | None:
+        """The longest wait in seconds; ``None`` waits forever."""
+        return self._max_sleep
+
+    def _make(self) -> int:
+        raise NotImplementedError
+
+    def _limiter(self) -> int:
+        """The handle of this process's Go limiter, made on first use."""
+        h = self._handle
+        if h is not None and self._handle_pid == os.getpid():
+            return h
+        with self._lock:
+            if self._handle is None or self._handle_pid != os.getpid():
+                _bridge.core()  # refuses a forked child of a process that used it
+                self._handle, self._handle_pid = self._make(), os.getpid()
+            return self._handle
+
+    def _max_sleep_us(self) -> int:
+        if self._max_sleep is None:
+            return -1
+        return round(self._max_sleep * 1_000_000)
+
+    async def _acquire_async(self) -> int:
+        """Acquire from a task; return the operation id."""
+        h = self._limiter()
+        n = _bridge.notifier()
+        op: int = _bridge.call("Acquire", h, n.id, self._max_sleep_us(), self._SYNC_WAIT_US)
+        if op < 0:
+            return -op
+        fut = n.expect(op)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            # Whatever the Go side reached (queued, granted, token promised),
+            # Cancel undoes it: no permit can leak from a canceled task.
+            _bridge.call("Cancel", op)
+            raise
+        return op
+
+    def _acquire_sync(self) -> int:
+        """Acquire from a thread, blocking it (not the GIL); return the op."""
+        h = self._limiter()
+        op: int = _bridge.call("Acquire", h, 0, self._max_sleep_us(), 0)
+        if op < 0:
+            return -op
+        try:
+            # Short slices keep KeyboardInterrupt deliverable.
+            while not _bridge.call("Wait", op, 100):
+                pass
+        except BaseException:
+            _bridge.call("Cancel", op)
+            raise
+        return op
+
+    def close(self) -> None:
+        """Close this process's Go limiter: waiters fail with
+        ``LimiterClosedError`` and held permits are released. The limiter
+        can be used again afterwards, with a new Go limiter."""
+        with self._lock:
+            h, self._handle = self._handle, None
+            if h is not None and self._handle_pid == os.getpid():
+                _bridge.call("CloseLimiter", h)

@@ -1,0 +1,179 @@
+"""RedisSemaphore: at most ``capacity`` holders at once, across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from types import TracebackType
+from typing import NamedTuple
+
+from . import _bridge, _validate
+from ._errors import LeaseLostError, TimelyError
+from ._limiter import Limiter
+
+logger = logging.getLogger("timely")
+
+
+class SemaphoreState(NamedTuple):
+    """A snapshot of a semaphore across all processes."""
+
+    capacity: int
+    """The capacity last given by an acquiring process (0: no state yet)."""
+    holders: int
+    """Permits held now."""
+    waiters: int
+    """Acquisitions waiting in the queue."""
+
+
+class RedisSemaphore(Limiter):
+    """A distributed, fair semaphore: at most ``capacity`` holders at once
+    among all processes that use the same ``name`` on the same Redis.
+
+    Use it with ``async with`` from tasks or ``with`` from threads; one
+    instance may be entered any number of times at once, and each exit
+    releases exactly the permit its entry acquired. Waiters are served in
+    the order they asked, across processes. Each permit is a lease that the
+    Go core renews while it is held; a process that dies, is killed or
+    freezes loses its permits after ``expiry`` seconds.
+
+    :param name: which shared semaphore this is.
+    :param capacity: the most holders at once, an int >= 1.
+    :param redis_url: where the state lives; default ``$TIMELY_REDIS_URL``,
+        else ``redis://localhost:6379``.
+    :param max_sleep: the longest wait, in seconds; ``None`` waits forever,
+        ``0`` takes only a permit free at once. Past it,
+        ``MaxSleepExceededError`` is raised and nothing is held.
+    :param expiry: seconds after which a permit that its process stopped
+        renewing returns to the pool; at least 0.1.
+    """
+
+    __slots__ = ("_name", "_capacity", "_expiry", "_held")
+
+    def __init__(
+        self,
+        name: str,
+        capacity: int,
+        redis_url: str | None = None,
+        *,
+        max_sleep: float | None = None,
+        expiry: float = 10,
+    ) -> None:
+        self._name = _validate.name(name)
+        self._capacity = _validate.count("capacity", capacity)
+        self._expiry = _validate.seconds("expiry", expiry)
+        if self._expiry < 0.1:
+            raise ValueError(f"expiry must be >= 0.1 seconds, not {expiry!r}")
+        super().__init__(redis_url, max_sleep)
+        # Permits held through this instance, per task or thread, innermost
+        # last, so that each exit releases the permit of its own entry.
+        self._held: dict[object, list[int]] = {}
+
+    @property
+    def name(self) -> str:
+        """The semaphore's name."""
+        return self._name
+
+    @property
+    def capacity(self) -> int:
+        """The most holders at once."""
+        return self._capacity
+
+    @property
+    def expiry(self) -> float:
+        """Seconds after which an unrenewed permit returns to the pool."""
+        return self._expiry
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisSemaphore(name={self._name!r}, capacity={self._capacity}, "
+            f"redis_url={self.redis_url!r}, max_sleep={self._max_sleep!r}, "
+            f"expiry={self._expiry!r})"
+        )
+
+    def _make(self) -> int:
+        h: int = _bridge.call(
+            "NewSemaphore",
+            self._redis_url,
+            self._name,
+            self._capacity,
+            round(self._expiry * 1000),
+        )
+        return h
+
+    async def __aenter__(self) -> RedisSemaphore:
+        op = await self._acquire_async()
+        self._held.setdefault(asyncio.current_task(), []).append(op)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        op = self._pop(asyncio.current_task())
+        n = _bridge.notifier()
+        try:
+            rid: int = _bridge.call("Release", op, n.id, self._SYNC_WAIT_US)
+            if rid:
+                await n.expect(rid)
+        except TimelyError as err:
+            self._release_failed(err)
+
+    def __enter__(self) -> RedisSemaphore:
+        op = self._acquire_sync()
+        self._held.setdefault(threading.get_ident(), []).append(op)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        op = self._pop(threading.get_ident())
+        try:
+            rid: int = _bridge.call("Release", op, 0, 0)
+            while rid and not _bridge.call("Wait", rid, 100):
+                pass
+        except TimelyError as err:
+            self._release_failed(err)
+
+    def _pop(self, key: object) -> int:
+        ops = self._held.get(key)
+        if not ops:
+            raise RuntimeError(f"{self!r} released more times than it was acquired")
+        op = ops.pop()
+        if not ops:
+            del self._held[key]
+        return op
+
+    def _release_failed(self, err: TimelyError) -> None:
+        # The work already ran: a release failure must not turn it into an
+        # error. The lease expires on its own; the loss is logged.
+        if isinstance(err, LeaseLostError):
+            logger.warning(
+                "semaphore %r: the permit's lease had expired before release; "
+                "another holder may have been admitted meanwhile",
+                self._name,
+            )
+        else:
+            logger.warning(
+                "semaphore %r: release failed (%s); the permit returns when its "
+                "lease expires",
+                self._name,
+                err,
+            )
+
+    def state(self) -> SemaphoreState:
+        """Read the semaphore's state in Redis (one round trip, blocking)."""
+        text: str = _bridge.call("SemaphoreState", self._limiter())
+        capacity, holders, waiters = (int(x) for x in text.split())
+        return SemaphoreState(capacity, holders, waiters)
+
+    async def astate(self) -> SemaphoreState:
+        """Read the semaphore's state without blocking the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.state)
+
+
