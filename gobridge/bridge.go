@@ -22,7 +22,10 @@ import (
 )
 
 // Version reports the version of the Go core.
-func Version() string { return "0.1.0" }
+func Version() (v string, err error) {
+	defer guard(&err)()
+	return "0.1.0", nil
+}
 
 // pid is the process that loaded the module. After a fork the child has
 // lost the Go runtime's threads: any goroutine it would start hangs, so

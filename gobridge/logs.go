@@ -54,7 +54,8 @@ func (h *bufferHandler) WithGroup(string) slog.Handler { return h }
 
 // Logs returns and clears the buffered records, one per line, as
 // "LEVEL<TAB>message attrs".
-func Logs() string {
+func Logs() (s string, err error) {
+	defer guard(&err)()
 	logMu.Lock()
 	defer logMu.Unlock()
 	lines := logLines
@@ -62,5 +63,5 @@ func Logs() string {
 		lines = append(lines, fmt.Sprintf("WARN\ttimely: %d log records dropped", logDropped))
 	}
 	logLines, logDropped = nil, 0
-	return strings.Join(lines, "\n")
+	return strings.Join(lines, "\n"), nil
 }

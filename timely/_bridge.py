@@ -112,14 +112,34 @@ def drain_logs() -> None:
 class Notifier:
     """Delivers the Go core's completions to futures on one event loop."""
 
-    __slots__ = ("id", "fd", "loop", "futures")
+    __slots__ = ("id", "fd", "loop", "futures", "_turn_taken")
+
+    # How long one call per loop iteration may wait for Redis's answer in
+    # the calling thread, in microseconds. An uncontended acquisition then
+    # completes in that call, without a trip through the descriptor; all
+    # other calls of the iteration return at once and are batched in Go, so
+    # the loop is never held for longer than this per iteration.
+    SYNC_WAIT_US = 1000
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.id: int = call("NewNotifier")
         self.fd: int = call("NotifierFD", self.id)
         self.loop = loop
         self.futures: dict[int, asyncio.Future[None]] = {}
+        self._turn_taken = False
         loop.add_reader(self.fd, self._readable)
+
+    def sync_wait_us(self) -> int:
+        """The wait the next call may spend in the calling thread: the
+        budget for the first call of a loop iteration, 0 for the others."""
+        if self._turn_taken:
+            return 0
+        self._turn_taken = True
+        self.loop.call_soon(self._end_turn)
+        return self.SYNC_WAIT_US
+
+    def _end_turn(self) -> None:
+        self._turn_taken = False
 
     def expect(self, op: int) -> asyncio.Future[None]:
         """Return a future that completes with operation ``op``."""

@@ -20,10 +20,6 @@ class Limiter:
 
     __slots__ = ("_redis_url", "_max_sleep", "_handle", "_handle_pid", "_lock")
 
-    # How long an acquisition may wait in the starting call for Redis to
-    # answer, in microseconds, before it continues through the notifier.
-    _SYNC_WAIT_US = 0
-
     def __init__(self, redis_url: Any, max_sleep: Any) -> None:
         self._redis_url = _validate.redis_url(redis_url)
         self._max_sleep = _validate.max_sleep(max_sleep)
@@ -64,7 +60,9 @@ class Limiter:
         """Acquire from a task; return the operation id."""
         h = self._limiter()
         n = _bridge.notifier()
-        op: int = _bridge.call("Acquire", h, n.id, self._max_sleep_us(), self._SYNC_WAIT_US)
+        op: int = _bridge.call(
+            "Acquire", h, n.id, self._max_sleep_us(), n.sync_wait_us()
+        )
         if op < 0:
             return -op
         fut = n.expect(op)

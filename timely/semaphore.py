@@ -115,7 +115,7 @@ class RedisSemaphore(Limiter):
         op = self._pop(asyncio.current_task())
         n = _bridge.notifier()
         try:
-            rid: int = _bridge.call("Release", op, n.id, self._SYNC_WAIT_US)
+            rid: int = _bridge.call("Release", op, n.id, n.sync_wait_us())
             if rid:
                 await n.expect(rid)
         except TimelyError as err:
