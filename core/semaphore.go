@@ -71,6 +71,8 @@ type Semaphore struct {
 	stop     chan struct{}
 	stopped  chan struct{}
 	broken   error
+
+	renewFailed bool // the last renewal failed: retry sooner; dispatcher only
 }
 
 // semWaiter is one acquisition on its way; its state moves only forward.
@@ -271,15 +273,23 @@ func (s *Semaphore) Close() error {
 func (s *Semaphore) run() {
 	defer close(s.stopped)
 	defer s.recoverPanic()
-	renew := time.NewTimer(s.renewEvery())
-	defer renew.Stop()
+	// Leases are renewed every expiry/3 whatever else happens; a poll (the
+	// same call) comes earlier when a waiter should look for a dead
+	// holder's lease running out.
+	renewAt := time.Now().Add(s.renewEvery())
+	var pollAt time.Time
+	timer := time.NewTimer(s.renewEvery())
+	defer timer.Stop()
 	subscribed := false
 	for {
-		due := false
+		wake := renewAt
+		if !pollAt.IsZero() && pollAt.Before(wake) {
+			wake = pollAt
+		}
+		timer.Reset(time.Until(wake))
 		select {
 		case <-s.kick:
-		case <-renew.C:
-			due = true
+		case <-timer.C:
 		case <-s.stop:
 			s.flushLeaving()
 			if subscribed {
@@ -290,14 +300,20 @@ func (s *Semaphore) run() {
 		if !subscribed {
 			subscribed = s.subscribe()
 		}
-		if next, ok := s.step(due); ok {
-			if !renew.Stop() && !due {
-				select {
-				case <-renew.C:
-				default:
-				}
+		due := !time.Now().Before(wake)
+		if poll := s.step(due); poll >= 0 {
+			at := time.Now().Add(poll)
+			if pollAt.IsZero() || at.Before(pollAt) || due {
+				pollAt = at
 			}
-			renew.Reset(next)
+		} else if due {
+			pollAt = time.Time{}
+		}
+		if due {
+			renewAt = time.Now().Add(s.renewEvery())
+			if s.renewFailed {
+				renewAt = time.Now().Add(min(time.Second, s.renewEvery()))
+			}
 		}
 	}
 }
@@ -362,9 +378,9 @@ func (s *Semaphore) recoverPanic() {
 }
 
 // step runs one round: announced grants, then releases, then new
-// arrivals, then, when due, the renewal. It returns when the next renewal
-// is due, if this round decided it.
-func (s *Semaphore) step(renewDue bool) (time.Duration, bool) {
+// arrivals, then, when due, the renewal. It returns how soon to poll for
+// expired leases while waiters are queued, or -1 for no poll.
+func (s *Semaphore) step(renewDue bool) time.Duration {
 	s.mu.Lock()
 	notices, leaving, arrivals, recheck := s.notices, s.leaving, s.arrivals, s.recheck
 	s.notices, s.leaving, s.arrivals, s.recheck = nil, nil, nil, false
@@ -384,17 +400,17 @@ func (s *Semaphore) step(renewDue bool) (time.Duration, bool) {
 	}
 	s.mu.Unlock()
 
-	var next time.Duration = -1
+	poll := time.Duration(-1)
 	if len(leaving) > 0 {
 		s.leave(leaving)
 	}
 	if len(arrivals) > 0 {
-		next = s.acquire(arrivals)
+		poll = s.acquire(arrivals)
 	}
 	if renewDue || recheck {
-		return s.renew(), true
+		poll = s.renew()
 	}
-	return next, next >= 0
+	return poll
 }
 
 // call runs a semaphore script with the ids appended to the common ARGV.
@@ -508,7 +524,7 @@ func (s *Semaphore) leave(ids []string) {
 
 // renew renews every lease and queue place of this process in one call,
 // learns of grants whose announcement was missed and of leases lost, and
-// returns when to renew again.
+// returns how soon to poll again (-1: no need before the next renewal).
 func (s *Semaphore) renew() time.Duration {
 	s.mu.Lock()
 	ids := make([]any, 0, len(s.holding)+len(s.waiting))
@@ -518,9 +534,10 @@ func (s *Semaphore) renew() time.Duration {
 	for id := range s.waiting {
 		ids = append(ids, id)
 	}
+	s.renewFailed = false
 	s.mu.Unlock()
 	if len(ids) == 0 {
-		return s.renewEvery()
+		return -1
 	}
 
 	reply, err := s.call(semaphoreRenew, ids)
@@ -533,7 +550,8 @@ func (s *Semaphore) renew() time.Duration {
 	if err != nil {
 		s.store.log.Warn("timely: lease renewal failed; retrying",
 			"semaphore", s.name, "err", err)
-		return min(time.Second, s.renewEvery())
+		s.renewFailed = true
+		return -1
 	}
 
 	s.mu.Lock()
@@ -564,10 +582,7 @@ func (s *Semaphore) renew() time.Duration {
 		}
 	}
 	s.grantedLocked(granted)
-	if d := s.pollDelay(wait); d >= 0 {
-		return d
-	}
-	return s.renewEvery()
+	return s.pollDelay(wait)
 }
 
 // grantedLocked completes the local waiters among ids granted in Redis.

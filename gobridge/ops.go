@@ -214,6 +214,26 @@ func Release(id, nid, waitUs int64) (rid int64, err error) {
 	return 0, wrap(o.err)
 }
 
+// PermitLost reports whether the permit of semaphore op id was found
+// expired while held (see core.Permit.Lost). An op already released or
+// unknown fails with [closed].
+func PermitLost(id int64) (lost bool, err error) {
+	defer guard(&err)()
+	o, err := opOf(id)
+	if err != nil {
+		return false, err
+	}
+	if o.permit == nil {
+		return false, fmt.Errorf("[value] operation %d holds no permit", id)
+	}
+	select {
+	case <-o.permit.Lost():
+		return true, nil
+	default:
+		return false, nil
+	}
+}
+
 // callContext bounds a call that Python waits for synchronously.
 func callContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 5*time.Second)

@@ -18,13 +18,14 @@ from ._errors import (
     TimelyError,
 )
 from .bucket import RedisTokenBucket, TokenBucketState
-from .semaphore import RedisSemaphore, SemaphoreState
+from .semaphore import Permit, RedisSemaphore, SemaphoreState
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RedisSemaphore",
     "RedisTokenBucket",
+    "Permit",
     "SemaphoreState",
     "TokenBucketState",
     "TimelyError",

@@ -26,13 +26,45 @@ class SemaphoreState(NamedTuple):
     """Acquisitions waiting in the queue."""
 
 
+class Permit:
+    """The permit of one entry into a :class:`RedisSemaphore`, as given by
+    ``async with semaphore as permit`` (or ``with``).
+
+    A permit is a lease that the Go core renews while it is held. If this
+    process stops renewing it for longer than ``expiry`` (it was frozen, or
+    Redis was unreachable or lost its data), Redis lets the permit go to
+    another holder: :attr:`lost` turns true, a warning is logged under the
+    ``timely`` logger, and the release at exit adds no capacity.
+    """
+
+    __slots__ = ("_op", "_lost")
+
+    def __init__(self, op: int) -> None:
+        self._op = op
+        self._lost: bool | None = None  # known for good once released
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lease was found expired while held. Work guarded by
+        a lost permit may run alongside another holder's: stop it."""
+        if self._lost is not None:
+            return self._lost
+        return bool(_bridge.call("PermitLost", self._op))
+
+    def __repr__(self) -> str:
+        state = "released" if self._lost is False else "lost" if self._lost else "held"
+        return f"<timely.Permit {self._op} {state}>"
+
+
 class RedisSemaphore(Limiter):
     """A distributed, fair semaphore: at most ``capacity`` holders at once
     among all processes that use the same ``name`` on the same Redis.
 
     Use it with ``async with`` from tasks or ``with`` from threads; one
     instance may be entered any number of times at once, and each exit
-    releases exactly the permit its entry acquired. Waiters are served in
+    releases exactly the permit its entry acquired. Entering gives a
+    :class:`Permit` (``async with sem as permit``), whose ``lost`` tells
+    whether its lease ran out while held. Waiters are served in
     the order they asked, across processes. Each permit is a lease that the
     Go core renews while it is held; a process that dies, is killed or
     freezes loses its permits after ``expiry`` seconds.
@@ -67,7 +99,7 @@ class RedisSemaphore(Limiter):
         super().__init__(redis_url, max_sleep)
         # Permits held through this instance, per task or thread, innermost
         # last, so that each exit releases the permit of its own entry.
-        self._held: dict[object, list[int]] = {}
+        self._held: dict[object, list[Permit]] = {}
 
     @property
     def name(self) -> str:
@@ -101,10 +133,10 @@ class RedisSemaphore(Limiter):
         )
         return h
 
-    async def __aenter__(self) -> RedisSemaphore:
-        op = await self._acquire_async()
-        self._held.setdefault(asyncio.current_task(), []).append(op)
-        return self
+    async def __aenter__(self) -> Permit:
+        permit = Permit(await self._acquire_async())
+        self._held.setdefault(asyncio.current_task(), []).append(permit)
+        return permit
 
     async def __aexit__(
         self,
@@ -112,19 +144,20 @@ class RedisSemaphore(Limiter):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        op = self._pop(asyncio.current_task())
+        permit = self._pop(asyncio.current_task())
         n = _bridge.notifier()
         try:
-            rid: int = _bridge.call("Release", op, n.id, n.sync_wait_us())
+            rid: int = _bridge.call("Release", permit._op, n.id, n.sync_wait_us())
             if rid:
                 await n.expect(rid)
+            permit._lost = False
         except TimelyError as err:
-            self._release_failed(err)
+            self._release_failed(permit, err)
 
-    def __enter__(self) -> RedisSemaphore:
-        op = self._acquire_sync()
-        self._held.setdefault(threading.get_ident(), []).append(op)
-        return self
+    def __enter__(self) -> Permit:
+        permit = Permit(self._acquire_sync())
+        self._held.setdefault(threading.get_ident(), []).append(permit)
+        return permit
 
     def __exit__(
         self,
@@ -132,27 +165,29 @@ class RedisSemaphore(Limiter):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        op = self._pop(threading.get_ident())
+        permit = self._pop(threading.get_ident())
         try:
-            rid: int = _bridge.call("Release", op, 0, 0)
+            rid: int = _bridge.call("Release", permit._op, 0, 0)
             while rid and not _bridge.call("Wait", rid, 100):
                 pass
+            permit._lost = False
         except TimelyError as err:
-            self._release_failed(err)
+            self._release_failed(permit, err)
 
-    def _pop(self, key: object) -> int:
-        ops = self._held.get(key)
-        if not ops:
+    def _pop(self, key: object) -> Permit:
+        permits = self._held.get(key)
+        if not permits:
             raise RuntimeError(f"{self!r} released more times than it was acquired")
-        op = ops.pop()
-        if not ops:
+        permit = permits.pop()
+        if not permits:
             del self._held[key]
-        return op
+        return permit
 
-    def _release_failed(self, err: TimelyError) -> None:
+    def _release_failed(self, permit: Permit, err: TimelyError) -> None:
         # The work already ran: a release failure must not turn it into an
-        # error. The lease expires on its own; the loss is logged.
+        # error. A lease that is not released expires on its own.
         if isinstance(err, LeaseLostError):
+            permit._lost = True
             logger.warning(
                 "semaphore %r: the permit's lease had expired before release; "
                 "another holder may have been admitted meanwhile",
