@@ -17,7 +17,9 @@ func semaphoreKeys(name string) (keys []string, channel string) {
 		p + ":grants"
 }
 
-// bucketKey returns the one key of a token bucket.
-func bucketKey(name string) string {
-	return keyPrefix("bucket", name)
+// bucketKeys returns the KEYS of the token bucket scripts: the bucket and
+// its holes.
+func bucketKeys(name string) []string {
+	p := keyPrefix("bucket", name)
+	return []string{p, p + ":holes"}
 }

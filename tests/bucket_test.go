@@ -142,3 +142,110 @@ func TestBucketCanceledLastTokenComesBack(t *testing.T) {
 		}
 	})
 }
+
+// TestBucketAcrossStores runs 3 stores (as 3 processes would) x 40 waiters
+// asking over 2 s: conformance in every window, full rate once the burst
+// is spent, and FIFO but for the jitter of reaching Redis.
+func TestBucketAcrossStores(t *testing.T) {
+	srv := startRedis(t)
+	name := uniqueName(t)
+	const capacity, amount, period = 5, 2, 200 * time.Millisecond
+	type rec struct{ ask, admit time.Time }
+	var mu sync.Mutex
+	var recs []rec
+	var wg sync.WaitGroup
+	for p := 0; p < 3; p++ {
+		st, _ := core.Open(srv.url(), core.StoreOptions{})
+		defer st.Close()
+		b, _ := core.NewTokenBucket(st, name, capacity, amount, period)
+		defer b.Close()
+		for i := 0; i < 40; i++ {
+			wg.Add(1)
+			go func(delay time.Duration) {
+				defer wg.Done()
+				time.Sleep(delay)
+				r := rec{ask: time.Now()}
+				if err := b.Wait(context.Background(), core.Forever); err != nil {
+					t.Error(err)
+					return
+				}
+				r.admit = time.Now()
+				mu.Lock()
+				recs = append(recs, r)
+				mu.Unlock()
+			}(time.Duration((p*40+i)*2000/120) * time.Millisecond)
+		}
+	}
+	wg.Wait()
+	var admits []time.Time
+	for _, r := range recs {
+		admits = append(admits, r.admit)
+	}
+	checkConformance(t, admits, capacity, amount, period, 3*time.Millisecond)
+	sort.Slice(admits, func(i, j int) bool { return admits[i].Before(admits[j]) })
+	rest := admits[capacity:]
+	rate := float64(len(rest)-1) / rest[len(rest)-1].Sub(rest[0]).Seconds()
+	if want := 0.95 * amount / period.Seconds(); rate < want {
+		t.Errorf("%.2f admissions/s after the burst, want >= %.2f", rate, want)
+	}
+	const jitter = 10 * time.Millisecond
+	for _, a := range recs {
+		for _, b := range recs {
+			if b.ask.Sub(a.ask) > jitter && a.admit.Sub(b.admit) > jitter {
+				t.Fatalf("a waiter asking %v later was admitted %v sooner",
+					b.ask.Sub(a.ask), a.admit.Sub(b.admit))
+			}
+		}
+	}
+}
+
+// TestBucketCanceledTokensAreReused cancels a waiter in the middle of the
+// queue: its token becomes a hole that the next newcomer takes, at the
+// canceled waiter's time, without delaying anyone.
+func TestBucketCanceledTokensAreReused(t *testing.T) {
+	eachBackend(t, func(t *testing.T, st *core.Store) {
+		const period = 300 * time.Millisecond
+		b := newBucket(t, st, 1, 1, period)
+		ctx := context.Background()
+		start := time.Now()
+		if err := b.Wait(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		middle := b.Start(core.Forever, nil) // due at 1 period
+		waitPromised(t, b, 1)
+		last := b.Start(core.Forever, nil) // due at 2 periods
+		waitPromised(t, b, 2)
+		middle.Cancel()
+		waitPromised(t, b, 1)
+		if err := b.Wait(ctx, core.Forever); err != nil { // takes the hole
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d < period || d > period+150*time.Millisecond {
+			t.Errorf("the newcomer was admitted after %v, want at the hole's %v", d, period)
+		}
+		if _, err := last.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d < 2*period || d > 2*period+150*time.Millisecond {
+			t.Errorf("the last waiter was admitted after %v, want %v", d, 2*period)
+		}
+	})
+}
+
+func waitPromised(t *testing.T, b *core.TokenBucket, n int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		s, err := b.State(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Promised == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state %+v, want %d promised", s, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

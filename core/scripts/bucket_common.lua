@@ -5,6 +5,12 @@
 --           already promised to waiters (-3 means three are promised)
 --   slot    time of the last refill counted, in us on the Redis clock
 --   capacity, refill_amount, refill_us: the parameters last written
+--   holes_seq  counter that names holes
+-- KEYS[2] holes: sorted set of the promised tokens whose waiter was
+--   canceled while another waiter was promised a later one; score = due
+--   time (us), member = "due:n". A newcomer takes the earliest hole still
+--   to come before asking a later refill: the refill slots keep exactly the
+--   tokens they had, so the rate holds, and no waiter is delayed.
 -- ARGV[1] capacity (tokens), ARGV[2] refill amount (tokens),
 -- ARGV[3] refill period (us); the rest belongs to each script.
 --
@@ -12,7 +18,7 @@
 -- year 2255). A bucket gains refill_amount tokens at slot + k * period for
 -- every whole k, never above capacity; one without a key is full.
 
-local bucket = KEYS[1]
+local bucket, holes = KEYS[1], KEYS[2]
 local capacity = tonumber(ARGV[1])
 local amount = tonumber(ARGV[2])
 local period = tonumber(ARGV[3])
@@ -25,6 +31,7 @@ end
 -- The bucket as it stands at now, refills counted in whole periods so that
 -- an idle gap never adds more than capacity.
 local function load(now)
+  redis.call('ZREMRANGEBYSCORE', holes, '-inf', '(' .. now)
   local v = redis.call('HMGET', bucket, 'tokens', 'slot')
   if not v[1] then
     return capacity, now
@@ -56,4 +63,5 @@ local function save(tokens, slot, now)
   local refill = math.ceil(capacity / amount) * period
   local ttl = math.ceil((due(tokens, slot, now) - now + refill) / 1000)
   redis.call('PEXPIRE', bucket, ttl + 1000)
+  redis.call('PEXPIRE', holes, ttl + 1000)
 end
