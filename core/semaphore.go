@@ -504,7 +504,9 @@ func (s *Semaphore) leave(ids []string) {
 		delete(s.releases, id)
 		result := err
 		if err != nil {
-			s.orphans[id] = time.Now() // retried until its lease would end
+			if _, ok := s.orphans[id]; !ok {
+				s.orphans[id] = time.Now() // retried until its lease would end
+			}
 		} else {
 			delete(s.orphans, id)
 			if statuses[i] == 0 && done != nil {
@@ -551,6 +553,7 @@ func (s *Semaphore) renew() time.Duration {
 		s.store.log.Warn("timely: lease renewal failed; retrying",
 			"semaphore", s.name, "err", err)
 		s.renewFailed = true
+		s.failWaiting(err)
 		return -1
 	}
 
@@ -583,6 +586,20 @@ func (s *Semaphore) renew() time.Duration {
 	}
 	s.grantedLocked(granted)
 	return s.pollDelay(wait)
+}
+
+// failWaiting ends every queued waiter with err: Redis cannot be reached,
+// and a waiter must not wait on a queue it cannot see. Their places are
+// withdrawn once Redis answers again (or expire). Holders keep their
+// permits: a renewal that succeeds within expiry saves their leases.
+func (s *Semaphore) failWaiting(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, w := range s.waiting {
+		delete(s.waiting, id)
+		s.orphans[id] = time.Now()
+		s.finish(w, nil, err)
+	}
 }
 
 // grantedLocked completes the local waiters among ids granted in Redis.

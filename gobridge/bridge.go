@@ -97,6 +97,17 @@ func wrap(err error) error {
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
+// SelfTest panics on purpose when kind is "panic", so that tests can check
+// that a panic in the Go core reaches Python as an exception instead of
+// ending the interpreter. Any other kind returns nil.
+func SelfTest(kind string) (err error) {
+	defer guard(&err)()
+	if kind == "panic" {
+		panic("self-test panic")
+	}
+	return nil
+}
+
 // store returns the shared Store of url; the lock is held.
 func store(url string) (*core.Store, error) {
 	if s := stores[url]; s != nil {

@@ -4,11 +4,15 @@ from asyncio tasks or from threads."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from typing import Any
 
 from . import _bridge, _validate
+from ._errors import RedisConnectionError
+
+logger = logging.getLogger("timely")
 
 
 class Limiter:
@@ -18,11 +22,19 @@ class Limiter:
     limiter does no I/O and survives a fork that happens before first use.
     """
 
-    __slots__ = ("_redis_url", "_max_sleep", "_handle", "_handle_pid", "_lock")
+    __slots__ = (
+        "_redis_url",
+        "_max_sleep",
+        "_fail_open",
+        "_handle",
+        "_handle_pid",
+        "_lock",
+    )
 
-    def __init__(self, redis_url: Any, max_sleep: Any) -> None:
+    def __init__(self, redis_url: Any, max_sleep: Any, fail_open: Any) -> None:
         self._redis_url = _validate.redis_url(redis_url)
         self._max_sleep = _validate.max_sleep(max_sleep)
+        self._fail_open = _validate.flag("fail_open", fail_open)
         self._handle: int | None = None
         self._handle_pid = 0
         self._lock = threading.Lock()
@@ -37,8 +49,25 @@ class Limiter:
         """The longest wait in seconds; ``None`` waits forever."""
         return self._max_sleep
 
+    @property
+    def fail_open(self) -> bool:
+        """Whether work goes through, unlimited, when Redis is unreachable."""
+        return self._fail_open
+
     def _make(self) -> int:
         raise NotImplementedError
+
+    def _failed_open(self, err: RedisConnectionError) -> int:
+        """Let the work through without a permit, or re-raise."""
+        if not self._fail_open:
+            raise err
+        logger.warning(
+            "%r: Redis is unreachable (%s); failing open: the work goes "
+            "through without limit",
+            self,
+            err,
+        )
+        return 0
 
     def _limiter(self) -> int:
         """The handle of this process's Go limiter, made on first use."""
@@ -57,7 +86,22 @@ class Limiter:
         return round(self._max_sleep * 1_000_000)
 
     async def _acquire_async(self) -> int:
-        """Acquire from a task; return the operation id."""
+        """Acquire from a task; return the operation id, or 0 when failing
+        open."""
+        try:
+            return await self._acquire_async_strict()
+        except RedisConnectionError as err:
+            return self._failed_open(err)
+
+    def _acquire_sync(self) -> int:
+        """Acquire from a thread, blocking it (not the GIL); return the
+        operation id, or 0 when failing open."""
+        try:
+            return self._acquire_sync_strict()
+        except RedisConnectionError as err:
+            return self._failed_open(err)
+
+    async def _acquire_async_strict(self) -> int:
         h = self._limiter()
         n = _bridge.notifier()
         op: int = _bridge.call(
@@ -75,8 +119,7 @@ class Limiter:
             raise
         return op
 
-    def _acquire_sync(self) -> int:
-        """Acquire from a thread, blocking it (not the GIL); return the op."""
+    def _acquire_sync_strict(self) -> int:
         h = self._limiter()
         op: int = _bridge.call("Acquire", h, 0, self._max_sleep_us(), 0)
         if op < 0:

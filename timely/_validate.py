@@ -46,6 +46,13 @@ def seconds(arg: str, value: Any, minimum: float = 0.0, strict: bool = True) -> 
     return v
 
 
+def flag(arg: str, value: Any) -> bool:
+    """A bool, and only a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{arg} must be a bool, not {type(value).__name__} ({value!r})")
+    return value
+
+
 def max_sleep(value: Any) -> float | None:
     """``None`` (wait forever) or a finite number of seconds >= 0."""
     if value is None:
@@ -88,6 +95,8 @@ def redis_url(value: Any) -> str:
         _check_host(parts, shown)
     elif parts.scheme == "unix" and not parts.path:
         raise ValueError(f"redis_url {shown!r} names no socket path")
+    elif parts.scheme == "memory" and (parts.path.strip("/") or parts.query):
+        raise ValueError(f"redis_url {shown!r}: memory:// takes only a name, as memory://name")
     return value
 
 
@@ -95,9 +104,11 @@ def _check_host(parts: SplitResult, shown: str) -> None:
     if not parts.hostname:
         raise ValueError(f"redis_url {shown!r} names no host")
     try:
-        parts.port
+        port = parts.port
     except ValueError:
-        raise ValueError(f"redis_url {shown!r} has a port outside 0..65535") from None
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"redis_url {shown!r} has a port outside 1..65535")
     db = parts.path.strip("/")
     if db and not (db.isdigit() and int(db) >= 0):
         raise ValueError(f"redis_url {shown!r} has a db {db!r} that is not a number")

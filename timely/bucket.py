@@ -40,6 +40,9 @@ class RedisTokenBucket(Limiter):
     :param max_sleep: the longest wait, in seconds; ``None`` waits forever,
         ``0`` takes only a token available at once. A wait that would be
         longer raises ``MaxSleepExceededError`` at once, consuming nothing.
+    :param fail_open: when Redis cannot be reached, let the work through
+        (logging a warning) instead of raising ``RedisConnectionError``.
+        Off by default.
     """
 
     __slots__ = ("_name", "_capacity", "_refill_frequency", "_refill_amount")
@@ -53,6 +56,7 @@ class RedisTokenBucket(Limiter):
         *,
         name: str = "default",
         max_sleep: float | None = None,
+        fail_open: bool = False,
     ) -> None:
         self._capacity = _validate.count("capacity", capacity)
         self._refill_frequency = _validate.seconds("refill_frequency", refill_frequency)
@@ -67,7 +71,7 @@ class RedisTokenBucket(Limiter):
                 f"({capacity!r})"
             )
         self._name = _validate.name(name)
-        super().__init__(redis_url, max_sleep)
+        super().__init__(redis_url, max_sleep, fail_open)
 
     @property
     def name(self) -> str:
@@ -94,7 +98,8 @@ class RedisTokenBucket(Limiter):
             f"RedisTokenBucket(capacity={self._capacity}, "
             f"refill_frequency={self._refill_frequency!r}, "
             f"refill_amount={self._refill_amount}, name={self._name!r}, "
-            f"redis_url={self.redis_url!r}, max_sleep={self._max_sleep!r})"
+            f"redis_url={self.redis_url!r}, max_sleep={self._max_sleep!r}, "
+            f"fail_open={self._fail_open!r})"
         )
 
     def _make(self) -> int:

@@ -49,6 +49,8 @@ class Permit:
         a lost permit may run alongside another holder's: stop it."""
         if self._lost is not None:
             return self._lost
+        if not self._op:
+            return False  # failed open: there is no lease to lose
         return bool(_bridge.call("PermitLost", self._op))
 
     def __repr__(self) -> str:
@@ -78,6 +80,9 @@ class RedisSemaphore(Limiter):
         ``MaxSleepExceededError`` is raised and nothing is held.
     :param expiry: seconds after which a permit that its process stopped
         renewing returns to the pool; at least 0.1.
+    :param fail_open: when Redis cannot be reached, let the work through
+        without a permit (logging a warning) instead of raising
+        ``RedisConnectionError``. Off by default.
     """
 
     __slots__ = ("_name", "_capacity", "_expiry", "_held")
@@ -90,13 +95,14 @@ class RedisSemaphore(Limiter):
         *,
         max_sleep: float | None = None,
         expiry: float = 10,
+        fail_open: bool = False,
     ) -> None:
         self._name = _validate.name(name)
         self._capacity = _validate.count("capacity", capacity)
         self._expiry = _validate.seconds("expiry", expiry)
         if self._expiry < 0.1:
             raise ValueError(f"expiry must be >= 0.1 seconds, not {expiry!r}")
-        super().__init__(redis_url, max_sleep)
+        super().__init__(redis_url, max_sleep, fail_open)
         # Permits held through this instance, per task or thread, innermost
         # last, so that each exit releases the permit of its own entry.
         self._held: dict[object, list[Permit]] = {}
@@ -120,7 +126,7 @@ class RedisSemaphore(Limiter):
         return (
             f"RedisSemaphore(name={self._name!r}, capacity={self._capacity}, "
             f"redis_url={self.redis_url!r}, max_sleep={self._max_sleep!r}, "
-            f"expiry={self._expiry!r})"
+            f"expiry={self._expiry!r}, fail_open={self._fail_open!r})"
         )
 
     def _make(self) -> int:
@@ -145,6 +151,8 @@ class RedisSemaphore(Limiter):
         tb: TracebackType | None,
     ) -> None:
         permit = self._pop(asyncio.current_task())
+        if not permit._op:
+            return  # entered by failing open: nothing to release
         n = _bridge.notifier()
         try:
             rid: int = _bridge.call("Release", permit._op, n.id, n.sync_wait_us())
@@ -166,6 +174,8 @@ class RedisSemaphore(Limiter):
         tb: TracebackType | None,
     ) -> None:
         permit = self._pop(threading.get_ident())
+        if not permit._op:
+            return  # entered by failing open: nothing to release
         try:
             rid: int = _bridge.call("Release", permit._op, 0, 0)
             while rid and not _bridge.call("Wait", rid, 100):
