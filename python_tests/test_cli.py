@@ -87,7 +87,8 @@ def test_inspect_shows_limiters_that_a_test_created(
         while sem.state().waiters == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
 
-        table = timely("inspect", "--redis-url", redis_server.url, sem_name, bucket_name)
+        url = redis_server.url
+        table = timely("inspect", "--redis-url", url, sem_name, bucket_name)
         everything = timely("inspect", "--redis-url", redis_server.url, "--json")
     waiter.join(timeout=10)
     assert sem.state() == (2, 0, 0)

@@ -46,7 +46,7 @@ def test_diagrams_name_only_files_that_exist(name: str) -> None:
 
 def test_make_docs_renders_every_diagram(tmp_path: Path) -> None:
     if shutil.which("dot") is None or shutil.which("make") is None:
-        pytest.fail("Graphviz's dot and make are needed: run `make deps`", pytrace=False)
+        pytest.fail("Graphviz's dot and make are needed: `make deps`", pytrace=False)
     out = subprocess.run(
         ["make", "-s", "-C", str(ROOT), "docs", f"DOCS_OUT={tmp_path}"],
         capture_output=True,
