@@ -1,11 +1,14 @@
 # Build, try and test timely. Each target says what it does and stops at the
 # first failing command.
 #
-#   make deps    install what is missing: redis-server, the virtualenv .venv
+#   make deps    install what is missing: redis-server, Graphviz, the
+#                virtualenv .venv
 #   make build   install timely from source into .venv, and mirror its native
 #                module into timely/_native so the source tree imports too
 #   make demo    run `python -m timely demo` with the installed package
-#   make test    go vet, the Go tests, then pytest against the installed package
+#   make test    go vet, the Go tests, mypy --strict, then pytest against the
+#                installed package
+#   make docs    render the diagrams docs/*.dot to docs/*.png with Graphviz
 #   make bench   run `python -m timely bench` (arguments in BENCH_ARGS)
 #   make clean   remove build outputs (distclean also removes .venv)
 
@@ -36,7 +39,11 @@ BENCH_ARGS ?=
 REDIS_ENV = TIMELY_REDIS_SERVER="$${TIMELY_REDIS_SERVER:-$$(command -v redis-server)}"
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: deps system-deps go-deps build demo test bench clean distclean
+# The diagrams of the README: docs/NAME.dot renders to $(DOCS_OUT)/NAME.png.
+DOCS_SRC := $(wildcard docs/*.dot)
+DOCS_OUT ?= docs
+
+.PHONY: deps system-deps go-deps build demo test bench docs clean distclean
 
 deps: system-deps go-deps $(DEPS_STAMP)
 
@@ -48,6 +55,14 @@ system-deps:
 	  $(SUDO) apt-get update; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y --no-install-recommends redis-server redis-tools; \
+	fi
+	@if command -v dot >/dev/null; then \
+	  echo "deps: Graphviz present: $$(command -v dot)"; \
+	else \
+	  echo "deps: installing graphviz with apt-get (make docs and its test)"; \
+	  $(SUDO) apt-get update; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y --no-install-recommends graphviz; \
 	fi
 	@command -v go >/dev/null || { echo "deps: Go 1.26 or newer must be on PATH" >&2; exit 1; }
 	@command -v $(PYTHON) >/dev/null || { echo "deps: $(PYTHON) not found" >&2; exit 1; }
@@ -84,6 +99,8 @@ test: build
 	go vet ./...
 	@echo "test: Go tests (core and tests/, real redis-server)"
 	$(REDIS_ENV) go test ./core/... ./tests/... $(GO_TEST_FLAGS)
+	@echo "test: mypy --strict timely (settings in pyproject.toml)"
+	$(VENV_PY) -m mypy --strict timely
 	@echo "test: checking that pytest will import the installed timely"
 	cd python_tests && origin="$$($(VENV_PY) -c 'import importlib.util as u; print(u.find_spec("timely").origin)')" \
 	  && echo "test: timely is $$origin" && [[ $$origin == */site-packages/* ]] \
@@ -96,6 +113,13 @@ bench: build
 	@echo "bench: python -m timely bench $(BENCH_ARGS), from $(RUN_DIR)"
 	mkdir -p $(RUN_DIR)
 	cd $(RUN_DIR) && $(VENV_PY) -m timely bench $(BENCH_ARGS)
+
+docs: system-deps
+	@echo "docs: rendering $(DOCS_SRC) into $(DOCS_OUT)/ with Graphviz"
+	mkdir -p $(DOCS_OUT)
+	for src in $(DOCS_SRC); do \
+	  dot -Tpng -Gdpi=96 -o "$(DOCS_OUT)/$$(basename "$$src" .dot).png" "$$src"; \
+	done
 
 clean:
 	@echo "clean: removing build outputs and caches (keeps $(VENV))"

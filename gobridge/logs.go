@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // The core's log records wait here until Python drains them with Logs, so
@@ -21,17 +19,6 @@ var (
 	logDropped int
 	logger     = slog.New(&bufferHandler{})
 )
-
-// go-redis prints its own notes (failed dials, reconnections) through a
-// process-wide logger that writes to stderr; in the Python module they go
-// to the same buffer, at debug level, so that the library stays silent.
-func init() { redis.SetLogger(goRedisLogger{}) }
-
-type goRedisLogger struct{}
-
-func (goRedisLogger) Printf(ctx context.Context, format string, v ...any) {
-	logger.DebugContext(ctx, fmt.Sprintf(format, v...))
-}
 
 // bufferHandler formats records as "LEVEL<TAB>message key=value ...".
 type bufferHandler struct{ attrs []slog.Attr }

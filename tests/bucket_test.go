@@ -188,7 +188,7 @@ func TestBucketAcrossStores(t *testing.T) {
 	if want := 0.95 * amount / period.Seconds(); rate < want {
 		t.Errorf("%.2f admissions/s after the burst, want >= %.2f", rate, want)
 	}
-	const jitter = 10 * time.Millisecond
+	const jitter = 25 * time.Millisecond // the way to Redis, on a loaded machine
 	for _, a := range recs {
 		for _, b := range recs {
 			if b.ask.Sub(a.ask) > jitter && a.admit.Sub(b.admit) > jitter {

@@ -178,10 +178,12 @@ func TestSemaphoreFIFOAcrossStores(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	const jitter = 10 * time.Millisecond
+	// The jitter covers the way from Start to Redis: a dispatcher busy with
+	// another call, and goroutines scheduled late on a loaded machine.
+	const jitter = 25 * time.Millisecond
 	queued, inversions := 0, 0
 	for _, a := range holds {
-		if a.grant.Sub(a.ask) > 5*jitter {
+		if a.grant.Sub(a.ask) > 2*jitter {
 			queued++
 		}
 		for _, b := range holds {

@@ -9,6 +9,8 @@ blocks the event loop. Importing timely does not load the Go core: it is
 loaded on first use.
 """
 
+import logging
+
 from ._errors import (
     ForkedProcessError,
     LeaseLostError,
@@ -21,6 +23,10 @@ from .bucket import RedisTokenBucket, TokenBucketState
 from .semaphore import Permit, RedisSemaphore, SemaphoreState
 
 __version__ = "0.1.0"
+
+# Silent by default: records go nowhere until the application configures
+# logging (and never to the last-resort stderr handler).
+logging.getLogger("timely").addHandler(logging.NullHandler())
 
 __all__ = [
     "RedisSemaphore",

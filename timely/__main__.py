@@ -1,15 +1,20 @@
-"""The ``timely`` command: ``python -m timely demo``."""
+"""The ``timely`` command (also ``python -m timely``): ``demo`` shows both
+limiters at work, ``inspect`` reads the limiters that a Redis holds, and
+``bench`` runs the benchmark suite."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import json
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from . import RedisSemaphore, RedisTokenBucket, __version__
+from . import RedisSemaphore, RedisTokenBucket, TimelyError, __version__
+from ._inspect import LimiterInfo, limiters
 
 
 async def demo(redis_url: str, workers: int, out: "Progress") -> None:
@@ -84,30 +89,160 @@ class Progress:
         print(text, flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m timely`` and of the ``timely`` script."""
+def inspect(redis_url: str | None, names: Sequence[str], as_json: bool) -> int:
+    """Show the limiters that a Redis holds: capacity, holders and waiters
+    of each semaphore, tokens and waiting acquisitions of each token bucket.
+    Without names, every limiter is found by SCAN over the timely:* keys
+    (on every master of a cluster). Reads only."""
+    found = limiters(redis_url, names)
+    if as_json:
+        print(json.dumps([info._asdict() for info in found], indent=2))
+    elif found:
+        print(format_limiters(found))
+    else:
+        print("no limiters found" + (" with these names" if names else ""))
+    missing = sorted(set(names) - {info.name for info in found})
+    for name in missing:
+        print(f"timely inspect: no limiter named {name!r}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def format_limiters(found: Sequence[LimiterInfo]) -> str:
+    """A table of limiters, one a line, with a header."""
+    rows = [("KIND", "NAME", "CAPACITY", "HOLDERS", "TOKENS", "WAITING", "SETTINGS")]
+    for i in found:
+        if i.kind == "semaphore":
+            rows.append(
+                (
+                    i.kind,
+                    i.name,
+                    str(i.capacity),
+                    str(i.holders),
+                    "-",
+                    str(i.waiters),
+                    f"expiry {i.expiry:g}s",
+                )
+            )
+        else:
+            rows.append(
+                (
+                    i.kind,
+                    i.name,
+                    str(i.capacity),
+                    "-",
+                    str(i.tokens),
+                    str(i.waiting),
+                    f"refill {i.refill_amount} every {i.refill_frequency:g}s",
+                )
+            )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    numeric = {2, 3, 4, 5}
+    return "\n".join(
+        "  ".join(
+            cell.rjust(w) if c in numeric else cell.ljust(w)
+            for c, (cell, w) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in rows
+    )
+
+
+def bench(argv: list[str]) -> int:
+    """Run the benchmark suite with its own arguments."""
+    try:
+        suite = importlib.import_module("timely._bench")
+    except ModuleNotFoundError as exc:
+        if exc.name != "timely._bench":
+            raise
+        print(
+            "timely bench: the benchmark suite is not available in this "
+            "installation of timely",
+            file=sys.stderr,
+        )
+        return 2
+    code: int = suite.main(argv)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="timely", description="Distributed, async, fair rate limiters."
+        prog="timely",
+        description="Distributed, async, fair rate limiters shared through Redis.",
     )
     parser.add_argument("--version", action="version", version=__version__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     d = commands.add_parser(
-        "demo", help="show both limiters at work", description=demo.__doc__
+        "demo",
+        help="show both limiters at work, on an embedded Redis by default",
+        description=demo.__doc__,
     )
     d.add_argument(
         "--redis-url",
         default="memory://",
-        help="where the state lives (default: memory://, embedded)",
+        help="where the state lives (default: memory://, embedded in this process)",
     )
     d.add_argument(
         "--workers", type=int, default=12, help="simulated workers (default: 12)"
     )
-    args = parser.parse_args(argv)
+
+    i = commands.add_parser(
+        "inspect",
+        help="show the limiters that a Redis holds",
+        description=inspect.__doc__,
+    )
+    i.add_argument(
+        "--redis-url",
+        help="the Redis to read (default: $TIMELY_REDIS_URL, else "
+        "redis://localhost:6379)",
+    )
+    i.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    i.add_argument("names", nargs="*", metavar="NAME", help="only these limiters")
+
+    # bench parses its own arguments, --help included.
+    commands.add_parser(
+        "bench",
+        add_help=False,
+        help="measure throughput and latency; `timely bench --help` for options",
+        description="Run the benchmark workloads against a Redis.",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m timely`` and of the ``timely`` script."""
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return bench(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    run: Callable[[], int]
     if args.command == "demo":
         if args.workers < 1:
             parser.error(f"--workers must be >= 1, not {args.workers}")
-        asyncio.run(demo(args.redis_url, args.workers, Progress()))
-    return 0
+
+        def run() -> int:
+            asyncio.run(demo(args.redis_url, args.workers, Progress()))
+            return 0
+
+    else:
+        if args.redis_url and args.redis_url.startswith("memory:"):
+            parser.error(
+                "inspect needs a shared Redis: a memory:// Redis lives inside "
+                "one process, and this one would be new and empty"
+            )
+
+        def run() -> int:
+            return inspect(args.redis_url, args.names, args.json)
+
+    try:
+        return run()
+    except (TimelyError, ValueError, TypeError) as exc:
+        message = str(exc).removeprefix("timely: ")
+        print(f"timely {args.command}: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def core() -> ModuleType:
         return _module
     with _lock:
         if _module is None:
-            from ._native import gobridge  # type: ignore[attr-defined]
+            from ._native import gobridge
 
             _module, _module_pid = gobridge, os.getpid()
     return _module

@@ -4,15 +4,22 @@ from asyncio tasks or from threads."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _bridge, _validate
 from ._errors import RedisConnectionError
 
 logger = logging.getLogger("timely")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Limiter:
@@ -68,6 +75,73 @@ class Limiter:
             err,
         )
         return 0
+
+    # Each limiter defines its own entry and exit; declared here for
+    # __call__, which guards a function with them.
+    async def __aenter__(self) -> object:
+        raise NotImplementedError
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> object:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        raise NotImplementedError
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Use the limiter as a decorator: every call of ``fn`` runs inside
+        the limiter, as if its body were wrapped in ``async with limiter:``
+        (a coroutine function) or ``with limiter:`` (a plain function, which
+        then blocks its thread while it waits).
+
+        :raises TypeError: ``fn`` is not callable, or is a generator or
+            async generator function, whose body would run after the call
+            returned, outside the limiter.
+        """
+        if not callable(fn):
+            raise TypeError(f"a limiter decorates a function, not {fn!r}")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"cannot decorate the generator function {fn!r}: its body runs "
+                "after the call returns, outside the limiter; use `with` or "
+                "`async with` inside it instead"
+            )
+        if inspect.iscoroutinefunction(fn):
+            coro: Callable[P, Awaitable[Any]] = fn
+
+            @functools.wraps(fn)
+            async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                async with self:
+                    return await coro(*args, **kwargs)
+
+            return guarded_async
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
+            with self:
+                return fn(*args, **kwargs)
+
+        return guarded
 
     def _limiter(self) -> int:
         """The handle of this process's Go limiter, made on first use."""
