@@ -393,3 +393,44 @@ def info_field_role(server: Any) -> str:
     reply = server.command("ROLE")
     assert isinstance(reply, list) and isinstance(reply[0], bytes)
     return reply[0].decode()
+
+
+# --- URL validation at construction -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://:hunter2@h1:7000,h2",
+        "redis+cluster://:hunter2@h1:7000,h2:0",
+        "redis+cluster://:hunter2@h1:7000/1",
+        "redis+cluster://:hunter2@h1:7000?addr=h2:7001",
+        "redis+cluster://:hunter2@h1:7000,[::1]:7001",
+        "redis+sentinel://:hunter2@s1:26379",
+        "redis+sentinel://:hunter2@s1:26379/svc/x",
+        "redis+sentinel://s1:26379/svc?password=hunter2",
+        "redis://:hunter2@h:6379?ssl_ca_certs=/ca.pem",
+        "rediss://:hunter2@h:6379?ssl_certfile=/c.pem",
+        "rediss://:hunter2@h:6379?ssl_ca_certs=",
+        "memory://x?db=1",
+    ],
+)
+def test_bad_urls_are_refused_at_construction(url: str) -> None:
+    with pytest.raises(ValueError, match="redis_url") as caught:
+        RedisSemaphore("x", 1, url)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://u:pw@h1:7000,h2:7001",
+        "rediss+cluster://h1:7000?ssl_ca_certs=/ca.pem",
+        "redis+sentinel://s1:26379,s2:26380/svc/2?dial_timeout=1s",
+        "rediss+sentinel://s1:26379/svc?ssl_certfile=/c.pem&ssl_keyfile=/k.pem",
+        "unix:///run/redis.sock?db=1",
+        "memory://demo",
+    ],
+)
+def test_good_urls_are_accepted(url: str) -> None:
+    assert RedisTokenBucket(1, 1, 1, url).redis_url.startswith(url.split(":")[0])

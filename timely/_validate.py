@@ -146,7 +146,13 @@ def redis_url(value: Any) -> str:
 
 def _check_hosts(parts: SplitResult, shown: str) -> None:
     """Each address of a multi-host URL is host:port, the port in 1..65535."""
-    for addr in parts.netloc.rpartition("@")[2].split(","):
+    addrs = parts.netloc.rpartition("@")[2].split(",")
+    if len(addrs) > 1 and "[" in parts.netloc:
+        raise ValueError(
+            f"redis_url {shown!r}: IPv6 addresses cannot be listed with others; "
+            "name one node, or use host names"
+        )
+    for addr in addrs:
         host, _, port = addr.rpartition(":")
         if not host.strip("[]") or not port.isdigit():
             raise ValueError(f"redis_url {shown!r}: address {addr!r} is not host:port")
