@@ -48,13 +48,14 @@ DOCS_OUT ?= docs
 deps: system-deps go-deps $(DEPS_STAMP)
 
 system-deps:
-	@if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then \
+	@if command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
+	    && command -v openssl >/dev/null; then \
 	  echo "deps: redis-server present: $$(command -v redis-server)"; \
 	else \
-	  echo "deps: installing redis-server and redis-tools with apt-get"; \
+	  echo "deps: installing redis-server, redis-tools and openssl with apt-get"; \
 	  $(SUDO) apt-get update; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y --no-install-recommends redis-server redis-tools; \
+	    apt-get install -y --no-install-recommends redis-server redis-tools openssl; \
 	fi
 	@if command -v dot >/dev/null; then \
 	  echo "deps: Graphviz present: $$(command -v dot)"; \

@@ -59,6 +59,13 @@ func run(ctx context.Context, rdb redis.Scripter, s *redis.Script,
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		// go-redis reloads its slot map on MOVED and ASK, but not when a
+		// master stops answering: after a failover it would go on dialling
+		// the dead master until its periodic reload, a minute later. The
+		// reload runs in the background, at most one at a time.
+		cc.ReloadState(ctx)
+	}
 	return nil, fmt.Errorf("%w: %w", ErrConnection, err)
 }
 

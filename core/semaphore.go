@@ -293,7 +293,7 @@ func (s *Semaphore) run() {
 		case <-s.stop:
 			s.flushLeaving()
 			if subscribed {
-				s.store.hub.unsubscribe(s.channel)
+				s.store.hub.unsubscribe(s, s.channel)
 			}
 			return
 		}
@@ -326,7 +326,7 @@ func (s *Semaphore) renewEvery() time.Duration { return s.expiry / 3 }
 func (s *Semaphore) subscribe() bool {
 	ctx, cancel := context.WithTimeout(background, callTimeout)
 	defer cancel()
-	err := s.store.hub.subscribe(ctx, s.channel, s.notice)
+	err := s.store.hub.subscribe(ctx, s, s.channel, s.notice)
 	if err == nil {
 		return true
 	}

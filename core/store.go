@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -60,8 +57,19 @@ func NewStore(rdb redis.UniversalClient, opts StoreOptions) *Store {
 //	redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]
 //	memory://[name]                           (embedded, this process only)
 //
-// It does no I/O: connections are made on first use. Errors wrap ErrURL and
-// never include the password.
+// rediss+cluster:// and rediss+sentinel:// are the cluster and Sentinel
+// forms over TLS. The query may hold go-redis's options for the form
+// (dial_timeout, read_timeout, pool_size, skip_verify, ...; see
+// redis.ParseURL, redis.ParseClusterURL and redis.ParseFailoverURL), and,
+// with TLS, ParamCACerts, ParamCertFile and ParamKeyFile. Without
+// ParamCACerts the server is verified against the system's CA store,
+// which honours SSL_CERT_FILE and SSL_CERT_DIR as Go reads them on the
+// first TLS connection of the process. The user and password of a
+// Sentinel URL are those of the master; the sentinels get none.
+//
+// It does no network I/O: connections are made on first use. TLS files
+// named in the URL are read at once. Errors wrap ErrURL and never include
+// the password.
 func Open(rawURL string, opts StoreOptions) (*Store, error) {
 	rdb, err := newClient(rawURL)
 	if err != nil {
@@ -83,87 +91,6 @@ func (s *Store) Close() error {
 		err = errors.Join(err, s.rdb.Close())
 	}
 	return err
-}
-
-func newClient(rawURL string) (redis.UniversalClient, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %q cannot be parsed", ErrURL, redact(rawURL))
-	}
-	switch u.Scheme {
-	case "redis", "rediss", "unix":
-		o, err := redis.ParseURL(rawURL)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %q: %s", ErrURL, u.Redacted(),
-				strings.TrimPrefix(err.Error(), "redis: "))
-		}
-		o.PoolSize = PoolSize
-		return redis.NewClient(o), nil
-	case "redis+cluster":
-		return newClusterClient(u)
-	case "redis+sentinel":
-		return newSentinelClient(u)
-	case "memory":
-		return newMemoryClient(u)
-	}
-	return nil, fmt.Errorf("%w: %q: unsupported scheme %q", ErrURL, u.Redacted(), u.Scheme)
-}
-
-// hosts splits the host part of a multi-host URL and checks each address.
-func hosts(u *url.URL) ([]string, error) {
-	var addrs []string
-	for _, a := range strings.Split(u.Host, ",") {
-		host, port, err := net.SplitHostPort(a)
-		if err != nil || host == "" {
-			return nil, fmt.Errorf("%w: %q: address %q is not host:port", ErrURL, u.Redacted(), a)
-		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("%w: %q: port %q is not in 1..65535", ErrURL, u.Redacted(), port)
-		}
-		addrs = append(addrs, a)
-	}
-	return addrs, nil
-}
-
-func credentials(u *url.URL) (user, password string) {
-	if u.User == nil {
-		return "", ""
-	}
-	password, _ = u.User.Password()
-	return u.User.Username(), password
-}
-
-func newClusterClient(u *url.URL) (redis.UniversalClient, error) {
-	addrs, err := hosts(u)
-	if err != nil {
-		return nil, err
-	}
-	user, password := credentials(u)
-	return redis.NewClusterClient(&redis.ClusterOptions{
-		Addrs: addrs, Username: user, Password: password, PoolSize: PoolSize,
-	}), nil
-}
-
-func newSentinelClient(u *url.URL) (redis.UniversalClient, error) {
-	addrs, err := hosts(u)
-	if err != nil {
-		return nil, err
-	}
-	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
-	if parts[0] == "" || len(parts) > 2 {
-		return nil, fmt.Errorf("%w: %q: the path must be /service_name[/db]", ErrURL, u.Redacted())
-	}
-	db := 0
-	if len(parts) == 2 {
-		if db, err = strconv.Atoi(parts[1]); err != nil || db < 0 {
-			return nil, fmt.Errorf("%w: %q: db %q is not a number >= 0", ErrURL, u.Redacted(), parts[1])
-		}
-	}
-	user, password := credentials(u)
-	return redis.NewFailoverClient(&redis.FailoverOptions{
-		MasterName: parts[0], SentinelAddrs: addrs, DB: db,
-		Username: user, Password: password, PoolSize: PoolSize,
-	}), nil
 }
 
 // The embedded servers of memory:// URLs, one per URL, shared by every
@@ -202,16 +129,6 @@ func advance(m *miniredis.Miniredis) {
 		m.FastForward(now.Sub(last))
 		last = now
 	}
-}
-
-// redact hides the password of a URL that url.Parse could not read.
-func redact(raw string) string {
-	at := strings.LastIndex(raw, "@")
-	scheme := strings.Index(raw, "://")
-	if at < 0 || scheme < 0 || at < scheme {
-		return raw
-	}
-	return raw[:scheme+3] + "xxxxx" + raw[at:]
 }
 
 // background is the context of the dispatchers' own Redis calls; each

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
 
@@ -57,15 +57,21 @@ class RedisServer:
     lives only in memory, so a kill or restart loses it all.
     """
 
-    __slots__ = ("_log", "binary", "port", "proc", "workdir")
+    __slots__ = ("_log", "args", "binary", "port", "proc", "workdir")
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(
+        self, binary: str, workdir: Path, args: Sequence[str] = ()
+    ) -> None:
         """Start a server on a free port and wait until it answers.
 
         :param binary: path of the redis-server executable.
         :param workdir: an empty folder for the server's log and files.
+        :param args: more command-line arguments (`--cluster-enabled yes`,
+            TLS files, ...); a first argument that is not an option names a
+            configuration file.
         """
         self.binary = binary
+        self.args = tuple(args)
         self.workdir = workdir
         self._log = workdir / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -161,9 +167,12 @@ class RedisServer:
         False, so the caller can try again.
         """
         with self._log.open("ab") as log:
+            config = self.args[:1] if self.args[:1] and not self.args[0].startswith("-") else ()
             self.proc = subprocess.Popen(
                 [
                     self.binary,
+                    *config,
+                    *self.args[len(config) :],
                     *("--port", str(self.port), "--bind", "127.0.0.1"),
                     *("--save", "", "--appendonly", "no"),
                     *("--dir", str(self.workdir)),
@@ -306,3 +315,357 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     """
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.nodeid)
     return f"{readable[-60:].strip('-')}-{uuid.uuid4().hex[:16]}"
+
+
+# --- Topologies: cluster, Sentinel, TLS, unix socket, ACL user -------------
+#
+# Each starts its own redis-server processes on free ports and stops them
+# when its fixture ends. The module-scoped ones are shared by the tests of
+# one module; a test that kills or fails over a server makes its own with
+# the factories instead.
+
+CLUSTER_NODE_TIMEOUT_MS = 1000
+"""How long a cluster node may stay silent before its peers fail it over."""
+
+SENTINEL_DOWN_AFTER_MS = 1000
+"""How long a master may stay silent before Sentinel fails it over."""
+
+ACL_COMMANDS = (
+    "+evalsha +eval +time +hget +hmget +hset +hincrby +pexpire +publish "
+    "+zadd +zcard +zcount +zrange +zrangebyscore +zrem +zremrangebyscore "
+    "+zscore +subscribe +unsubscribe +ping"
+)
+"""The commands a user of timely needs on a standalone server or a
+Sentinel-managed master: the scripts' own commands (ACLs apply inside
+scripts), running scripts, and Pub/Sub for grants. The README shows it."""
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll `check` every 50 ms until it is true; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, RedisError):
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout:g} s waiting until {what}", pytrace=False)
+
+
+def redis_cli_binary() -> str:
+    """Find redis-cli next to redis-server, or on PATH."""
+    server = Path(redis_binary())
+    beside = server.with_name("redis-cli")
+    found = str(beside) if beside.exists() else shutil.which("redis-cli")
+    if not found:
+        pytest.fail("redis-cli not found: install redis-tools (`make deps`)", pytrace=False)
+    return found
+
+
+def info_field(server: RedisServer, section: str, field: str) -> str:
+    """One field of INFO (or CLUSTER INFO when `section` is "cluster")."""
+    reply = (
+        server.command("CLUSTER", "INFO")
+        if section == "cluster"
+        else server.command("INFO", section)
+    )
+    assert isinstance(reply, bytes)
+    for line in reply.decode().splitlines():
+        key, _, value = line.partition(":")
+        if key == field:
+            return value.strip()
+    return ""
+
+
+class RedisCluster:
+    """Three masters with one replica each, every node a RedisServer."""
+
+    __slots__ = ("nodes",)
+
+    def __init__(self, binary: str, workdir_of: Callable[[str], Path]) -> None:
+        """Start six cluster-enabled servers and join them with redis-cli.
+
+        :param workdir_of: makes an empty folder for a node, given its name.
+        """
+        self.nodes: list[RedisServer] = []
+        try:
+            for i in range(6):
+                workdir = workdir_of(f"cluster-node{i}")
+                self.nodes.append(
+                    RedisServer(
+                        binary,
+                        workdir,
+                        (
+                            *("--cluster-enabled", "yes"),
+                            *("--cluster-config-file", str(workdir / "nodes.conf")),
+                            *("--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS)),
+                            # A replica may take over however long it was
+                            # cut off: the test kills masters seconds after
+                            # the cluster forms.
+                            *("--cluster-replica-validity-factor", "0"),
+                        ),
+                    )
+                )
+            subprocess.run(
+                [
+                    redis_cli_binary(),
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                    *("--cluster-replicas", "1", "--cluster-yes"),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            wait_until("every cluster node reports cluster_state:ok", self.healthy)
+            wait_until(
+                "every replica is in sync with its master",
+                lambda: all(
+                    info_field(n, "replication", "master_link_status") == "up"
+                    for n in self.nodes
+                    if info_field(n, "replication", "role") == "slave"
+                ),
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        """`redis+cluster://` naming two of the nodes (discovery finds the rest)."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def healthy(self) -> bool:
+        """Every running node sees all slots served."""
+        return all(
+            info_field(n, "cluster", "cluster_state") == "ok"
+            for n in self.nodes
+            if n.alive()
+        )
+
+    def masters(self) -> list[RedisServer]:
+        """The running nodes that are masters now."""
+        return [n for n in self.nodes if n.alive() and info_field(n, "replication", "role") == "master"]
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A running replica of `master`."""
+        for n in self.nodes:
+            if n is not master and n.alive() and info_field(
+                n, "replication", "master_port"
+            ) == str(master.port):
+                return n
+        raise AssertionError(f"{master!r} has no replica")
+
+    def keyslot(self, key: str) -> int:
+        """The cluster slot of `key`, as the server computes it."""
+        slot = self.nodes[0].command("CLUSTER", "KEYSLOT", key)
+        assert isinstance(slot, int)
+        return slot
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+class RedisSentinel:
+    """A master, its replica, and one Sentinel watching them (quorum 1)."""
+
+    SERVICE = "timely-test"
+
+    __slots__ = ("master", "replica", "sentinel")
+
+    def __init__(self, binary: str, workdir_of: Callable[[str], Path]) -> None:
+        """Start the three processes and wait until Sentinel knows the replica."""
+        started: list[RedisServer] = []
+        try:
+            self.master = RedisServer(binary, workdir_of("sentinel-master"))
+            started.append(self.master)
+            self.replica = RedisServer(
+                binary,
+                workdir_of("sentinel-replica"),
+                ("--replicaof", "127.0.0.1", str(self.master.port)),
+            )
+            started.append(self.replica)
+            workdir = workdir_of("sentinel")
+            config = workdir / "sentinel.conf"
+            config.write_text(
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} 1\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} {SENTINEL_DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {self.SERVICE} 10000\n"
+            )
+            self.sentinel = RedisServer(binary, workdir, (str(config), "--sentinel"))
+            started.append(self.sentinel)
+            wait_until(
+                "the replica is in sync and Sentinel knows it",
+                lambda: info_field(self.replica, "replication", "master_link_status")
+                == "up"
+                and self.sentinel_replicas() == 1,
+            )
+        except BaseException:
+            for server in started:
+                server.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        """`redis+sentinel://` naming the Sentinel and the service."""
+        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{self.SERVICE}"
+
+    def sentinel_replicas(self) -> int:
+        reply = self.sentinel.command("SENTINEL", "REPLICAS", self.SERVICE)
+        return len(reply) if isinstance(reply, list) else 0
+
+    def master_port(self) -> int:
+        """The port of the master Sentinel names now."""
+        reply = self.sentinel.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE)
+        assert isinstance(reply, list) and isinstance(reply[1], bytes)
+        return int(reply[1])
+
+    def close(self) -> None:
+        for server in (self.sentinel, self.replica, self.master):
+            server.close()
+
+
+class TLSFiles:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client
+    certificate, all signed by that CA and made with openssl."""
+
+    __slots__ = ("ca", "client_cert", "client_key", "server_cert", "server_key")
+
+    def __init__(self, folder: Path) -> None:
+        openssl = shutil.which("openssl")
+        if not openssl:
+            pytest.fail("openssl not found: install it (`make deps`)", pytrace=False)
+        self.ca = folder / "ca.crt"
+        self.server_cert, self.server_key = folder / "server.crt", folder / "server.key"
+        self.client_cert, self.client_key = folder / "client.crt", folder / "client.key"
+        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+        def run(*args: str) -> None:
+            subprocess.run([openssl, *args], check=True, capture_output=True, timeout=30)
+
+        run("req", "-x509", *ec, "-keyout", str(folder / "ca.key"), "-out", str(self.ca),
+            "-days", "1", "-subj", "/CN=timely test CA")
+        for cert, key, name, ext in (
+            (self.server_cert, self.server_key, "server",
+             "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+            (self.client_cert, self.client_key, "client", "extendedKeyUsage=clientAuth\n"),
+        ):
+            csr, extfile = folder / f"{name}.csr", folder / f"{name}.ext"
+            extfile.write_text(ext)
+            run("req", "-new", *ec, "-keyout", str(key), "-out", str(csr),
+                "-subj", f"/CN=timely test {name}")
+            run("x509", "-req", "-in", str(csr), "-CA", str(self.ca),
+                "-CAkey", str(folder / "ca.key"), "-CAcreateserial", "-out", str(cert),
+                "-days", "1", "-extfile", str(extfile))
+
+
+class FeatureServer:
+    """One redis-server that also listens on a unix socket and on a TLS
+    port (client certificates required), with an ACL user limited to
+    `timely:*` keys and channels."""
+
+    ACL_USER = "timely-user"
+    ACL_PASSWORD = "acl-S3cret-pw"
+
+    __slots__ = ("server", "socket", "tls", "tls_port")
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.tls = TLSFiles(workdir)
+        self.socket = workdir / "redis.sock"
+        self.tls_port = free_port()
+        self.server = RedisServer(
+            binary,
+            workdir,
+            (
+                *("--unixsocket", str(self.socket), "--unixsocketperm", "700"),
+                *("--tls-port", str(self.tls_port)),
+                *("--tls-cert-file", str(self.tls.server_cert)),
+                *("--tls-key-file", str(self.tls.server_key)),
+                *("--tls-ca-cert-file", str(self.tls.ca)),
+                *("--tls-auth-clients", "yes"),
+            ),
+        )
+        self.server.command(
+            "ACL", "SETUSER", self.ACL_USER, "reset", "on", f">{self.ACL_PASSWORD}",
+            "~timely:*", "&timely:*", *ACL_COMMANDS.split(),
+        )
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def acl_url(self) -> str:
+        return f"redis://{self.ACL_USER}:{self.ACL_PASSWORD}@127.0.0.1:{self.server.port}"
+
+    def tls_url(self, ca: bool = True, client_cert: bool = True) -> str:
+        """`rediss://` to the TLS port, naming the CA file and the client
+        certificate when asked to."""
+        params = []
+        if ca:
+            params.append(f"ssl_ca_certs={self.tls.ca}")
+        if client_cert:
+            params += [f"ssl_certfile={self.tls.client_cert}", f"ssl_keyfile={self.tls.client_key}"]
+        return f"rediss://127.0.0.1:{self.tls_port}" + ("?" + "&".join(params) if params else "")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+MakeCluster = Callable[[], RedisCluster]
+MakeSentinel = Callable[[], RedisSentinel]
+
+
+@pytest.fixture
+def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeCluster]:
+    """A factory of Redis Clusters owned by this test, stopped when it ends."""
+    made: list[RedisCluster] = []
+
+    def make() -> RedisCluster:
+        made.append(RedisCluster(redis_binary(), tmp_path_factory.mktemp))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A Redis Cluster shared by the tests of one module; never fail it over."""
+    cluster = RedisCluster(redis_binary(), tmp_path_factory.mktemp)
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def make_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeSentinel]:
+    """A factory of Sentinel-managed masters owned by this test."""
+    made: list[RedisSentinel] = []
+
+    def make() -> RedisSentinel:
+        made.append(RedisSentinel(redis_binary(), tmp_path_factory.mktemp))
+        return made[-1]
+
+    yield make
+    for setup in made:
+        setup.close()
+
+
+@pytest.fixture(scope="module")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinel]:
+    """A Sentinel-managed master shared by the tests of one module."""
+    setup = RedisSentinel(redis_binary(), tmp_path_factory.mktemp)
+    yield setup
+    setup.close()
+
+
+@pytest.fixture(scope="module")
+def feature_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeatureServer]:
+    """A server with a unix socket, TLS and an ACL user, shared by a module."""
+    server = FeatureServer(redis_binary(), tmp_path_factory.mktemp("features"))
+    yield server
+    server.close()
