@@ -1,4 +1,4 @@
-"""The ``timely`` command: ``python -m timely demo``."""
+"""The ``timely`` command: ``python -m timely demo`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -102,6 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument(
         "--workers", type=int, default=12, help="simulated workers (default: 12)"
     )
+    b = commands.add_parser(
+        "bench",
+        add_help=False,
+        help="measure throughput, latency and resources (bench --help)",
+    )
+    b.add_argument("args", nargs=argparse.REMAINDER)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # bench parses its own options; REMAINDER would not pass on a first
+        # argument that starts with "-", so it gets them untouched.
+        from . import _bench
+
+        return _bench.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "demo":
         if args.workers < 1:
