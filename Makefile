@@ -1,8 +1,9 @@
 # Build, try and test timely. Each target says what it does and stops at the
 # first failing command.
 #
-#   make deps    install what is missing: redis-server, Graphviz, the
-#                virtualenv .venv
+#   make deps    install what is missing: redis-server, redis-tools (the
+#                bench's baseline is redis-benchmark), openssl, Graphviz,
+#                the virtualenv .venv
 #   make build   install timely from source into .venv, and mirror its native
 #                module into timely/_native so the source tree imports too
 #   make demo    run `python -m timely demo` with the installed package
@@ -22,7 +23,8 @@ SHELL := bash
 PYTHON ?= python3
 VENV := .venv
 VENV_PY := $(abspath $(VENV))/bin/python
-PY_REQS := pybindgen==0.22.1 pytest pytest-asyncio mypy wheel "setuptools>=64"
+# matplotlib draws `timely bench --plot`, which the tests exercise.
+PY_REQS := pybindgen==0.22.1 pytest pytest-asyncio mypy wheel "setuptools>=64" matplotlib
 DEPS_STAMP := $(VENV)/.timely-deps
 
 # Programs are run from here so that `import timely` finds the installed
@@ -49,6 +51,7 @@ deps: system-deps go-deps $(DEPS_STAMP)
 
 system-deps:
 	@if command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
+	    && command -v redis-benchmark >/dev/null \
 	    && command -v openssl >/dev/null; then \
 	  echo "deps: redis-server present: $$(command -v redis-server)"; \
 	else \
@@ -113,7 +116,7 @@ test: build
 bench: build
 	@echo "bench: python -m timely bench $(BENCH_ARGS), from $(RUN_DIR)"
 	mkdir -p $(RUN_DIR)
-	cd $(RUN_DIR) && $(VENV_PY) -m timely bench $(BENCH_ARGS)
+	cd $(RUN_DIR) && $(REDIS_ENV) $(VENV_PY) -m timely bench $(BENCH_ARGS)
 
 docs: system-deps
 	@echo "docs: rendering $(DOCS_SRC) into $(DOCS_OUT)/ with Graphviz"

@@ -23,7 +23,7 @@ import (
 
 // redisServer is a redis-server process owned by one test.
 type redisServer struct {
-	t    *testing.T
+	t    testing.TB
 	port int
 	cmd  *exec.Cmd
 }
@@ -31,7 +31,7 @@ type redisServer struct {
 // startRedis starts a redis-server on a free port and stops it when the
 // test ends. A missing redis-server fails the test: these tests are the
 // point, and skipping them would pass without checking anything.
-func startRedis(t *testing.T) *redisServer {
+func startRedis(t testing.TB) *redisServer {
 	t.Helper()
 	s := &redisServer{t: t, port: freePort(t)}
 	s.start()
@@ -77,7 +77,7 @@ func (s *redisServer) kill() {
 	}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -118,7 +118,10 @@ class Notifier:
     # the calling thread, in microseconds. An uncontended acquisition then
     # completes in that call, without a trip through the descriptor; all
     # other calls of the iteration return at once and are batched in Go, so
-    # the loop is never held for longer than this per iteration.
+    # the loop is never held for longer than this per iteration. While
+    # other operations of this loop are pending the limiter is contended:
+    # a call waiting in the thread would then keep the tasks behind it from
+    # joining the next batch, so every call returns at once.
     SYNC_WAIT_US = 1000
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -131,8 +134,9 @@ class Notifier:
 
     def sync_wait_us(self) -> int:
         """The wait the next call may spend in the calling thread: the
-        budget for the first call of a loop iteration, 0 for the others."""
-        if self._turn_taken:
+        budget for the first call of a loop iteration when no operation of
+        this loop is pending, 0 otherwise."""
+        if self._turn_taken or self.futures:
             return 0
         self._turn_taken = True
         self.loop.call_soon(self._end_turn)

@@ -10,9 +10,18 @@
 -- the rest belongs to each script.
 --
 -- Clock: the Redis server's TIME, read once per call, in whole ms.
--- Every key gets a TTL of expiry + 1 s at each call: live processes call
--- at least every expiry / 3, and once nobody has called for longer than
--- expiry every lease and queue place has run out anyway.
+-- TTLs: a call that adds or extends a lease or a queue place, or writes
+-- info, sets the TTL of the keys it wrote to expiry + 1 s, so that no key
+-- outlives its entries by more than that. A call that only removes
+-- entries leaves the TTLs alone. Live processes renew at least every
+-- expiry / 3; once nobody has for longer than expiry, every lease and
+-- queue place has run out anyway. The info hash (with the arrivals
+-- counter that orders the queue) is written, so kept, whenever an entry
+-- is queued.
+--
+-- Cost: each redis.call costs a few us of server time whatever it does,
+-- so the scripts batch ids into variadic calls and skip calls that could
+-- change nothing.
 
 local holders, queue, places, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local capacity = tonumber(ARGV[1])
@@ -31,6 +40,22 @@ local function zrem_all(key, ids)
   end
 end
 
+-- ZADD ids with scores score(k) for the k-th id, in chunks as above;
+-- flag is nil or a ZADD flag such as 'NX'.
+local function zadd_all(key, ids, score, flag)
+  for i = 1, #ids, 500 do
+    local args = {}
+    if flag then
+      args[1] = flag
+    end
+    for k = i, math.min(i + 499, #ids) do
+      args[#args + 1] = score(k)
+      args[#args + 1] = ids[k]
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+end
+
 -- Drop leases and queue places whose deadline has passed: their owner
 -- stopped renewing them (it died, was killed or froze).
 local function purge(now)
@@ -45,9 +70,10 @@ end
 -- Hand free permits to the head of the queue, in arrival order. Waiters
 -- named in own belong to the caller, which reads them from the reply; the
 -- others are announced on the channel so that their process wakes them.
-local function grant(now, own)
+-- free is the number of free permits, when the caller has counted them.
+local function grant(now, own, free)
   local granted = {}
-  local free = capacity - redis.call('ZCARD', holders)
+  free = free or capacity - redis.call('ZCARD', holders)
   if free <= 0 then
     return granted
   end
@@ -57,22 +83,24 @@ local function grant(now, own)
   end
   local others = {}
   for _, id in ipairs(heads) do
-    redis.call('ZADD', holders, now + expiry, id)
     granted[#granted + 1] = id
     if not own[id] then
       others[#others + 1] = id
     end
   end
+  zadd_all(holders, heads, function() return now + expiry end)
   zrem_all(queue, heads)
   zrem_all(places, heads)
+  redis.call('PEXPIRE', holders, expiry + 1000)
   if #others > 0 then
     redis.call('PUBLISH', channel, table.concat(others, ' '))
   end
   return granted
 end
 
-local function keep()
-  for _, key in ipairs(KEYS) do
+-- Set the TTL of the named keys to expiry + 1 s (see the header).
+local function keep(...)
+  for _, key in ipairs({...}) do
     redis.call('PEXPIRE', key, expiry + 1000)
   end
 end

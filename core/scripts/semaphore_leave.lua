@@ -14,11 +14,9 @@ local statuses = {}
 for i = 4, #ARGV do
   local id = ARGV[i]
   own[id] = true
-  if held(id) then
-    redis.call('ZREM', holders, id)
+  if redis.call('ZREM', holders, id) == 1 then
     statuses[#statuses + 1] = 1
-  elseif queued(id) then
-    redis.call('ZREM', queue, id)
+  elseif redis.call('ZREM', queue, id) == 1 then
     redis.call('ZREM', places, id)
     statuses[#statuses + 1] = 2
   else
@@ -26,6 +24,6 @@ for i = 4, #ARGV do
   end
 end
 
-local granted = grant(now, own)
-keep()
-return {statuses, granted}
+-- Only removals so far: the TTLs still cover what is left (grant keeps
+-- the holders it adds).
+return {statuses, grant(now, own)}

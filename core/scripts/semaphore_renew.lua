@@ -28,5 +28,5 @@ for i = 4, #ARGV do
 end
 
 local granted = grant(now, own)
-keep()
+keep(holders, queue, places, info)
 return {statuses, granted, first_deadline(now)}
