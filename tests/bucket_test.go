@@ -249,3 +249,32 @@ func waitPromised(t *testing.T, b *core.TokenBucket, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestBucketStateOutlivesItsReservations checks that the bucket's key
+// lives until its last promised token is due and it has refilled, so that
+// an expiry can never reset a bucket that waiters still count on.
+func TestBucketStateOutlivesItsReservations(t *testing.T) {
+	srv := startRedis(t)
+	st, err := core.Open(srv.url(), core.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	b := newBucket(t, st, 2, 1, time.Second)
+	var reqs []*core.Request
+	for i := 0; i < 6; i++ { // 2 now, then due at +1 s .. +4 s
+		reqs = append(reqs, b.Start(core.Forever, nil))
+	}
+	waitPromised(t, b, 4)
+	ttl, err := st.Client().PTTL(context.Background(), "timely:{bucket:"+b.Name()+"}").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The last token is due in 4 s, and refilling 2 tokens takes 2 s more.
+	if ttl < 5800*time.Millisecond {
+		t.Errorf("bucket key expires in %v, before its reservations are served", ttl)
+	}
+	for _, r := range reqs {
+		r.Cancel()
+	}
+}

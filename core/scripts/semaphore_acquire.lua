@@ -23,7 +23,7 @@ end
 -- never touch the queue: FIFO holds, since nobody came before them.
 local free = capacity - redis.call('ZCARD', holders)
 local granted, rest = {}, ids
-if free > 0 and redis.call('EXISTS', queue) == 0 then
+if free > 0 and redis.call('ZCARD', queue) == 0 then
   rest = {}
   for k, id in ipairs(ids) do
     if k <= free then
