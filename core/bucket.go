@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,13 +20,16 @@ import (
 //
 // Each acquisition reserves its token in Redis when it arrives, so waiters
 // are served in the order they asked (FIFO across processes), and then
-// sleeps on a Go timer until the token is due. A waiter canceled before
-// its token is due gives the token back when it is the last one promised;
-// a token promised earlier than that stays spent, since later waiters
-// already count on the refills after it.
+// sleeps until the token is due: one timer per refill slot, finished by a
+// precise sleep, since Go's timers may fire a millisecond late. A waiter
+// canceled before its token is due gives the token back when it is the
+// last one promised; a token promised earlier becomes a hole that the next
+// acquisition to arrive takes, at its time, since later waiters already
+// count on the refills after it.
 //
-// Key: timely:{bucket:NAME}, a hash that expires once its last promised
-// token is due and it has had time to refill completely. A TokenBucket is
+// Keys: timely:{bucket:NAME}, a hash, and timely:{bucket:NAME}:holes, a
+// sorted set; both expire once the last promised token is due and the
+// bucket has had time to refill completely. A TokenBucket is
 // safe for concurrent use; its dispatcher goroutine starts on the first
 // acquisition and stops on Close.
 type TokenBucket struct {
@@ -42,6 +46,7 @@ type TokenBucket struct {
 	closed    bool
 	arrivals  []*bucketWaiter
 	givebacks []any // due times (us) of canceled waiters' tokens
+	slots     map[int64]*bucketSlot
 	kick      chan struct{}
 	stop      chan struct{}
 	stopped   chan struct{}
@@ -53,7 +58,7 @@ type bucketWaiter struct {
 	req      *Request
 	maxSleep time.Duration
 	due      int64 // when its token is due, in us on the Redis clock
-	timer    *time.Timer
+	slot     *bucketSlot
 	limit    *time.Timer
 	state    waiterState // waiterQueued: sleeping until due
 }
@@ -80,6 +85,7 @@ func NewTokenBucket(store *Store, name string, capacity, refillAmount int,
 		period:   refillPeriod,
 		keys:     bucketKeys(name),
 		head:     []any{capacity, refillAmount, refillPeriod.Microseconds()},
+		slots:    map[int64]*bucketSlot{},
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
@@ -146,7 +152,7 @@ func (b *TokenBucket) withdraw(w *bucketWaiter, err error) {
 	case waiterSent:
 		// The reservation is under way; its reply gives the token back.
 	case waiterQueued:
-		if err == ErrMaxSleep || !w.timer.Stop() {
+		if err == ErrMaxSleep || w.slot.fired {
 			return // the token is due, or was promised within max sleep
 		}
 		b.givebacks = append(b.givebacks, w.due)
@@ -293,21 +299,59 @@ func (b *TokenBucket) reserve(arrivals []*bucketWaiter) {
 		case at <= now:
 			b.finish(w, nil)
 		default:
-			// Sleep on our clock for the span measured on the Redis clock:
-			// the timer starts after the script ran, so it never fires early.
 			w.due, w.state = at, waiterQueued
-			delay := time.Duration(at-now)*time.Microsecond - time.Since(received)
-			w.timer = time.AfterFunc(delay, func() { b.fire(w) })
+			w.slot = b.slotLocked(at, received.Add(time.Duration(at-now)*time.Microsecond))
+			w.slot.waiters = append(w.slot.waiters, w)
 		}
 	}
 }
 
-// fire completes a waiter whose token is due.
-func (b *TokenBucket) fire(w *bucketWaiter) {
+// bucketSlot gathers the waiters of this process whose tokens are due at
+// one time (a refill), so that one timer serves them all.
+type bucketSlot struct {
+	due     time.Time // on this process's clock
+	waiters []*bucketWaiter
+	fired   bool // the lock is held to read or write it
+}
+
+// wakeEarly is how long before a slot's time its timer fires, to finish
+// with a precise sleep: Go's timers may fire up to a millisecond late.
+const wakeEarly = 2 * time.Millisecond
+
+// slotLocked returns the slot of the tokens due at (us, Redis clock),
+// starting its timer if it is new. due is that time on our clock: the span
+// measured on the Redis clock, counted from when the reply came, after the
+// script ran, so that no waiter ever passes before its token's time.
+func (b *TokenBucket) slotLocked(at int64, due time.Time) *bucketSlot {
+	if sl := b.slots[at]; sl != nil {
+		return sl
+	}
+	sl := &bucketSlot{due: due}
+	b.slots[at] = sl
+	time.AfterFunc(time.Until(due)-wakeEarly, func() { b.fire(at, sl) })
+	return sl
+}
+
+// fire completes the waiters of a slot once its time has come.
+func (b *TokenBucket) fire(at int64, sl *bucketSlot) {
+	sleepUntil(sl.due)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if w.state == waiterQueued {
-		b.finish(w, nil)
+	sl.fired = true
+	delete(b.slots, at)
+	for _, w := range sl.waiters {
+		if w.state == waiterQueued {
+			b.finish(w, nil)
+		}
+	}
+}
+
+// sleepUntil blocks until t with the precision of the OS's own sleep,
+// which Go's timers lack; it is only used for the last few milliseconds.
+func sleepUntil(t time.Time) {
+	for d := time.Until(t); d > 0; d = time.Until(t) {
+		ts := syscall.NsecToTimespec(d.Nanoseconds())
+		_ = syscall.Nanosleep(&ts, nil) // EINTR: the loop sleeps the rest
 	}
 }
 

@@ -63,8 +63,8 @@ type Semaphore struct {
 	leaving  []string             // ids to release or withdraw
 	orphans  map[string]time.Time // ids whose release failed, and since when
 	releases map[string]func(error)
-	notices  []string // payloads of grant announcements
-	recheck  bool     // announcements may have been missed
+	early    map[string]time.Time // ours, announced before their reply
+	recheck  bool                 // announcements may have been missed
 	waiting  map[string]*semWaiter
 	holding  map[string]*Permit
 	kick     chan struct{}
@@ -122,6 +122,7 @@ func NewSemaphore(store *Store, name string, capacity int,
 		idPrefix: processToken(),
 		head:     []any{capacity, expiry.Milliseconds(), channel},
 		orphans:  map[string]time.Time{},
+		early:    map[string]time.Time{},
 		releases: map[string]func(error){},
 		waiting:  map[string]*semWaiter{},
 		holding:  map[string]*Permit{},
@@ -341,16 +342,29 @@ func (s *Semaphore) subscribe() bool {
 }
 
 // notice receives the hub's messages: ids granted by other processes'
-// calls, or word that messages may have been lost.
+// calls, or word that messages may have been lost. Grants complete here,
+// on the hub's goroutine, without waiting for the dispatcher's round.
 func (s *Semaphore) notice(payload string, resubscribed bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if resubscribed {
 		s.recheck = true
-	} else {
-		s.notices = append(s.notices, payload)
+		s.poke()
+		return
 	}
-	s.mu.Unlock()
-	s.poke()
+	for _, id := range strings.Fields(payload) {
+		if !strings.HasPrefix(id, s.idPrefix+":") {
+			continue // another process's waiter
+		}
+		if w := s.waiting[id]; w != nil {
+			delete(s.waiting, id)
+			s.finish(w, s.holdLocked(id), nil)
+			continue
+		}
+		// The grant overtook the reply of the call that queued it, which
+		// travels on another connection: acquire finds it here.
+		s.early[id] = time.Now()
+	}
 }
 
 // recoverPanic turns a panic of the dispatcher into the failure of every
@@ -377,13 +391,13 @@ func (s *Semaphore) recoverPanic() {
 	}
 }
 
-// step runs one round: announced grants, then releases, then new
-// arrivals, then, when due, the renewal. It returns how soon to poll for
+// step runs one round: releases, then new arrivals, then, when due, the
+// renewal. It returns how soon to poll for
 // expired leases while waiters are queued, or -1 for no poll.
 func (s *Semaphore) step(renewDue bool) time.Duration {
 	s.mu.Lock()
-	notices, leaving, arrivals, recheck := s.notices, s.leaving, s.arrivals, s.recheck
-	s.notices, s.leaving, s.arrivals, s.recheck = nil, nil, nil, false
+	leaving, arrivals, recheck := s.leaving, s.arrivals, s.recheck
+	s.leaving, s.arrivals, s.recheck = nil, nil, false
 	for _, w := range arrivals {
 		w.state = waiterSent
 	}
@@ -395,8 +409,11 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 			leaving = append(leaving, id)
 		}
 	}
-	for _, n := range notices {
-		s.grantedLocked(strings.Fields(n))
+	for id, since := range s.early {
+		// A grant for a waiter canceled meanwhile: its leave call settles it.
+		if time.Since(since) > callTimeout {
+			delete(s.early, id)
+		}
 	}
 	s.mu.Unlock()
 
@@ -465,6 +482,10 @@ func (s *Semaphore) acquire(arrivals []*semWaiter) time.Duration {
 		case 0:
 			w.state = waiterQueued
 			s.waiting[w.id] = w
+			if _, ok := s.early[w.id]; ok {
+				delete(s.early, w.id)
+				s.grantedLocked([]string{w.id})
+			}
 		default:
 			s.finish(w, nil, ErrMaxSleep)
 		}
