@@ -10,6 +10,7 @@
 package gobridge
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -190,13 +191,10 @@ func SemaphoreState(h int64) (s string, err error) {
 	if err != nil {
 		return "", err
 	}
-	ctx, cancel := callContext()
-	defer cancel()
-	st, err := l.sem.State(ctx)
-	if err != nil {
-		return "", wrap(err)
-	}
-	return fmt.Sprintf("%d %d %d", st.Capacity, st.Holders, st.Waiters), nil
+	return readState(func(ctx context.Context) (string, error) {
+		st, err := l.sem.State(ctx)
+		return fmt.Sprintf("%d %d %d", st.Capacity, st.Holders, st.Waiters), err
+	})
 }
 
 // BucketState reads a token bucket's state in Redis, as
@@ -210,13 +208,21 @@ func BucketState(h int64) (s string, err error) {
 	if err != nil {
 		return "", err
 	}
+	return readState(func(ctx context.Context) (string, error) {
+		st, err := l.bucket.State(ctx)
+		return fmt.Sprintf("%d %d", st.Tokens, st.Promised), err
+	})
+}
+
+// readState runs read within the timeout of a call Python waits for.
+func readState(read func(context.Context) (string, error)) (string, error) {
 	ctx, cancel := callContext()
 	defer cancel()
-	st, err := l.bucket.State(ctx)
+	s, err := read(ctx)
 	if err != nil {
 		return "", wrap(err)
 	}
-	return fmt.Sprintf("%d %d", st.Tokens, st.Promised), nil
+	return s, nil
 }
 
 func lookup(h int64) (limiter, error) {

@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import _bridge, _validate
 from ._errors import RedisConnectionError
@@ -20,16 +20,19 @@ logger = logging.getLogger("timely")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
-class Limiter:
-    """Base of the limiters; not public.
+class Limiter(Generic[S]):
+    """Base of the limiters, whose state reads as an ``S``; not public.
 
     The Go limiter is made on first use in each process, so constructing a
     limiter does no I/O and survives a fork that happens before first use.
     """
 
     __slots__ = (
+        "_name",
+        "_capacity",
         "_redis_url",
         "_max_sleep",
         "_fail_open",
@@ -38,13 +41,28 @@ class Limiter:
         "_lock",
     )
 
-    def __init__(self, redis_url: Any, max_sleep: Any, fail_open: Any) -> None:
+    def __init__(
+        self, name: Any, capacity: Any, redis_url: Any, max_sleep: Any, fail_open: Any
+    ) -> None:
+        self._name = _validate.name(name)
+        self._capacity = _validate.count("capacity", capacity)
         self._redis_url = _validate.redis_url(redis_url)
         self._max_sleep = _validate.max_sleep(max_sleep)
         self._fail_open = _validate.flag("fail_open", fail_open)
         self._handle: int | None = None
         self._handle_pid = 0
         self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """Which shared limiter this is: processes that use the same name
+        on the same Redis share one limiter."""
+        return self._name
+
+    @property
+    def capacity(self) -> int:
+        """The most holders (semaphore) or tokens (token bucket) at once."""
+        return self._capacity
 
     @property
     def redis_url(self) -> str:
@@ -76,8 +94,17 @@ class Limiter:
         )
         return 0
 
-    # Each limiter defines its own entry and exit; declared here for
-    # __call__, which guards a function with them.
+    def state(self) -> S:
+        """Read the limiter's state in Redis (one round trip, blocking)."""
+        raise NotImplementedError
+
+    async def astate(self) -> S:
+        """Read the limiter's state without blocking the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.state)
+
+    # Each limiter defines its own entry; the exit gives nothing back unless
+    # the limiter says otherwise. Declared here for __call__, which guards a
+    # function with them.
     async def __aenter__(self) -> object:
         raise NotImplementedError
 
@@ -87,7 +114,7 @@ class Limiter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        raise NotImplementedError
+        return None
 
     def __enter__(self) -> object:
         raise NotImplementedError
@@ -98,7 +125,7 @@ class Limiter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        raise NotImplementedError
+        return None
 
     @overload
     def __call__(

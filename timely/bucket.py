@@ -3,8 +3,6 @@ by ``refill_amount`` tokens every ``refill_frequency`` seconds."""
 
 from __future__ import annotations
 
-import asyncio
-from types import TracebackType
 from typing import NamedTuple
 
 from . import _bridge, _validate
@@ -20,7 +18,7 @@ class TokenBucketState(NamedTuple):
     """Tokens of future refills already promised to waiting acquisitions."""
 
 
-class RedisTokenBucket(Limiter):
+class RedisTokenBucket(Limiter[TokenBucketState]):
     """A distributed, fair token bucket shared by all processes that use
     the same ``name`` on the same Redis.
 
@@ -45,7 +43,7 @@ class RedisTokenBucket(Limiter):
         Off by default.
     """
 
-    __slots__ = ("_name", "_capacity", "_refill_frequency", "_refill_amount")
+    __slots__ = ("_refill_frequency", "_refill_amount")
 
     def __init__(
         self,
@@ -58,7 +56,7 @@ class RedisTokenBucket(Limiter):
         max_sleep: float | None = None,
         fail_open: bool = False,
     ) -> None:
-        self._capacity = _validate.count("capacity", capacity)
+        super().__init__(name, capacity, redis_url, max_sleep, fail_open)
         self._refill_frequency = _validate.seconds("refill_frequency", refill_frequency)
         if self._refill_frequency < 0.001:
             raise ValueError(
@@ -70,18 +68,6 @@ class RedisTokenBucket(Limiter):
                 f"refill_amount ({refill_amount!r}) must not exceed capacity "
                 f"({capacity!r})"
             )
-        self._name = _validate.name(name)
-        super().__init__(redis_url, max_sleep, fail_open)
-
-    @property
-    def name(self) -> str:
-        """The bucket's name."""
-        return self._name
-
-    @property
-    def capacity(self) -> int:
-        """The most tokens the bucket holds."""
-        return self._capacity
 
     @property
     def refill_frequency(self) -> float:
@@ -117,32 +103,12 @@ class RedisTokenBucket(Limiter):
         await self._acquire_async()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
-
     def __enter__(self) -> RedisTokenBucket:
         self._acquire_sync()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     def state(self) -> TokenBucketState:
         """Read the bucket's state in Redis (one round trip, blocking)."""
         text: str = _bridge.call("BucketState", self._limiter())
         tokens, waiting = (int(x) for x in text.split())
         return TokenBucketState(tokens, waiting)
-
-    async def astate(self) -> TokenBucketState:
-        """Read the bucket's state without blocking the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.state)

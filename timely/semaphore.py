@@ -58,7 +58,7 @@ class Permit:
         return f"<timely.Permit {self._op} {state}>"
 
 
-class RedisSemaphore(Limiter):
+class RedisSemaphore(Limiter[SemaphoreState]):
     """A distributed, fair semaphore: at most ``capacity`` holders at once
     among all processes that use the same ``name`` on the same Redis.
 
@@ -85,7 +85,7 @@ class RedisSemaphore(Limiter):
         ``RedisConnectionError``. Off by default.
     """
 
-    __slots__ = ("_name", "_capacity", "_expiry", "_held")
+    __slots__ = ("_expiry", "_held")
 
     def __init__(
         self,
@@ -97,25 +97,13 @@ class RedisSemaphore(Limiter):
         expiry: float = 10,
         fail_open: bool = False,
     ) -> None:
-        self._name = _validate.name(name)
-        self._capacity = _validate.count("capacity", capacity)
+        super().__init__(name, capacity, redis_url, max_sleep, fail_open)
         self._expiry = _validate.seconds("expiry", expiry)
         if self._expiry < 0.1:
             raise ValueError(f"expiry must be >= 0.1 seconds, not {expiry!r}")
-        super().__init__(redis_url, max_sleep, fail_open)
         # Permits held through this instance, per task or thread, innermost
         # last, so that each exit releases the permit of its own entry.
         self._held: dict[object, list[Permit]] = {}
-
-    @property
-    def name(self) -> str:
-        """The semaphore's name."""
-        return self._name
-
-    @property
-    def capacity(self) -> int:
-        """The most holders at once."""
-        return self._capacity
 
     @property
     def expiry(self) -> float:
@@ -216,9 +204,5 @@ class RedisSemaphore(Limiter):
         text: str = _bridge.call("SemaphoreState", self._limiter())
         capacity, holders, waiters = (int(x) for x in text.split())
         return SemaphoreState(capacity, holders, waiters)
-
-    async def astate(self) -> SemaphoreState:
-        """Read the semaphore's state without blocking the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.state)
 
 
