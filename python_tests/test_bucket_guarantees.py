@@ -114,7 +114,7 @@ def test_cancelled_waiters_tokens_are_reused(redis_server: Any, unique_name: str
     results = run_workers("loop", 3, start, name=unique_name, cancel=0.3, **common)
     admitted = sorted(t for res in results for t in res["admitted"])
     cancelled = sum(res["cancelled"] for res in results)
-    assert cancelled >= 20, "the test needs cancelled waiters"
+    assert cancelled >= 10, "the test needs cancelled waiters"
     assert worst_window(admitted, CAPACITY, AMOUNT, PERIOD) == ""
     # Once the burst is spent, cancelled waiters' tokens go to others: the
     # bucket keeps (nearly) its full rate despite the cancellations.

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import threading
+import time
 from types import ModuleType
 from typing import Any
 
@@ -112,7 +113,7 @@ def drain_logs() -> None:
 class Notifier:
     """Delivers the Go core's completions to futures on one event loop."""
 
-    __slots__ = ("id", "fd", "loop", "futures", "_turn_taken")
+    __slots__ = ("id", "fd", "loop", "futures", "_spent_us")
 
     # How long one call per loop iteration may wait for Redis's answer in
     # the calling thread, in microseconds. An uncontended acquisition then
@@ -129,21 +130,29 @@ class Notifier:
         self.fd: int = call("NotifierFD", self.id)
         self.loop = loop
         self.futures: dict[int, asyncio.Future[None]] = {}
-        self._turn_taken = False
+        self._spent_us: float | None = None  # None: no call this iteration
         loop.add_reader(self.fd, self._readable)
 
     def sync_wait_us(self) -> int:
-        """The wait the next call may spend in the calling thread: the
-        budget for the first call of a loop iteration when no operation of
-        this loop is pending, 0 otherwise."""
-        if self._turn_taken or self.futures:
+        """The wait the next call may spend in the calling thread: what is
+        left of this loop iteration's budget of SYNC_WAIT_US, when no
+        operation of this loop is pending (they would miss a batch), else 0.
+        Charge what the call took with :meth:`spent`."""
+        if self.futures:
             return 0
-        self._turn_taken = True
-        self.loop.call_soon(self._end_turn)
-        return self.SYNC_WAIT_US
+        if self._spent_us is None:  # the first call of this iteration
+            self._spent_us = 0.0
+            self.loop.call_soon(self._end_turn)
+        return max(0, int(self.SYNC_WAIT_US - self._spent_us))
+
+    def spent(self, started: float) -> None:
+        """Charge the time since ``started`` (``time.perf_counter()``) to
+        this iteration's budget."""
+        if self._spent_us is not None:
+            self._spent_us += (time.perf_counter() - started) * 1e6
 
     def _end_turn(self) -> None:
-        self._turn_taken = False
+        self._spent_us = None
 
     def expect(self, op: int) -> asyncio.Future[None]:
         """Return a future that completes with operation ``op``."""

@@ -9,6 +9,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -205,9 +206,11 @@ class Limiter(Generic[S]):
     async def _acquire_async_strict(self) -> int:
         h = self._limiter()
         n = _bridge.notifier()
+        started = time.perf_counter()
         op: int = _bridge.call(
             "Acquire", h, n.id, self._max_sleep_us(), n.sync_wait_us()
         )
+        n.spent(started)
         if op < 0:
             return -op
         fut = n.expect(op)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from types import TracebackType
 from typing import NamedTuple
 
@@ -143,7 +144,9 @@ class RedisSemaphore(Limiter[SemaphoreState]):
             return  # entered by failing open: nothing to release
         n = _bridge.notifier()
         try:
+            started = time.perf_counter()
             rid: int = _bridge.call("Release", permit._op, n.id, n.sync_wait_us())
+            n.spent(started)
             if rid:
                 await n.expect(rid)
             permit._lost = False
