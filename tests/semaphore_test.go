@@ -171,7 +171,15 @@ func TestSemaphoreCancelLeavesNothing(t *testing.T) {
 	eachBackend(t, func(t *testing.T, st *core.Store) {
 		sem := newSemaphore(t, st, 2, 0)
 		ctx := context.Background()
+		// A first use subscribes to the grant channel, which can take
+		// longer than the shortest waits below.
+		if p, err := sem.Acquire(ctx, core.Forever); err != nil {
+			t.Fatal(err)
+		} else {
+			p.Release(ctx)
+		}
 		var wg sync.WaitGroup
+		var held, canceled atomic.Int64
 		for i := 0; i < 100; i++ {
 			wg.Add(1)
 			go func(i int) {
@@ -180,14 +188,20 @@ func TestSemaphoreCancelLeavesNothing(t *testing.T) {
 				defer cancel()
 				p, err := sem.Acquire(cctx, core.Forever)
 				if err == nil {
+					held.Add(1)
 					time.Sleep(time.Millisecond)
 					p.Release(ctx)
-				} else if !errors.Is(err, context.DeadlineExceeded) {
+				} else if errors.Is(err, context.DeadlineExceeded) {
+					canceled.Add(1)
+				} else {
 					t.Error(err)
 				}
 			}(i)
 		}
 		wg.Wait()
+		if held.Load() == 0 || canceled.Load() == 0 {
+			t.Fatalf("%d held, %d canceled: the test needs both", held.Load(), canceled.Load())
+		}
 		waitState(t, sem, core.SemaphoreState{Capacity: 2})
 		p1, err1 := sem.Acquire(ctx, 0)
 		p2, err2 := sem.Acquire(ctx, 0)
