@@ -55,9 +55,7 @@ func (p *Permit) Release(ctx context.Context) error {
 // learns the outcome, as for Release, on a goroutine of the core. It must
 // not block.
 func (p *Permit) ReleaseAsync(done func(error)) {
-	p.sem.mu.Lock()
-	defer p.sem.mu.Unlock()
-	p.sem.releaseLocked(p, done)
+	p.sem.release(p, done)
 }
 
 // end moves a held permit to its final state and reports whether it was

@@ -55,33 +55,46 @@ type Semaphore struct {
 	idPrefix string
 	head     []any // the ARGV that every semaphore script starts with
 
-	mu       sync.Mutex
+	// in guards the inbox, what callers hand to the dispatcher. It is
+	// only held to append or swap, so that Start and Release never wait
+	// for a round's bookkeeping under mu. Lock order: mu, then in.
+	in       sync.Mutex
 	started  bool
 	closed   bool
+	broken   error
 	nextID   uint64
-	arrivals []*semWaiter         // not yet sent to Redis, in arrival order
-	leaving  []string             // ids to release or withdraw
-	orphans  map[string]time.Time // ids whose release failed, and since when
-	releases map[string]func(error)
-	early    map[string]time.Time // ours, announced before their reply
-	recheck  bool                 // announcements may have been missed
+	arrivals []*semWaiter           // not yet sent to Redis, in arrival order
+	leaving  []string               // ids to release or withdraw
+	releases map[string]func(error) // callbacks of the releases in leaving
+
+	mu       sync.Mutex
+	orphans  map[string]time.Time   // ids whose release failed, and since when
+	inflight map[string]func(error) // callbacks of the releases sent
+	early    map[string]time.Time   // ours, announced before their reply
+	recheck  bool                   // announcements may have been missed
 	waiting  map[string]*semWaiter
 	holding  map[string]*Permit
 	kick     chan struct{}
 	stop     chan struct{}
 	stopped  chan struct{}
-	broken   error
 
 	renewFailed bool // the last renewal failed: retry sooner; dispatcher only
+
+	// later holds what must run once mu is released: completions, which
+	// run the callers' onDone, and release callbacks. Run under the lock,
+	// a round that completes a batch would hold up every Start and
+	// Release for as long.
+	later []func()
 }
 
 // semWaiter is one acquisition on its way; its state moves only forward.
 type semWaiter struct {
-	id    string
-	req   *Request
-	wait  bool
-	timer *time.Timer
-	state waiterState
+	id     string
+	req    *Request
+	wait   bool
+	timer  *time.Timer
+	state  waiterState
+	permit *Permit // once granted, before its request completes
 }
 
 type waiterState int
@@ -123,7 +136,6 @@ func NewSemaphore(store *Store, name string, capacity int,
 		head:     []any{capacity, expiry.Milliseconds(), channel},
 		orphans:  map[string]time.Time{},
 		early:    map[string]time.Time{},
-		releases: map[string]func(error){},
 		waiting:  map[string]*semWaiter{},
 		holding:  map[string]*Permit{},
 		kick:     make(chan struct{}, 1),
@@ -159,33 +171,31 @@ func (s *Semaphore) Acquire(ctx context.Context, maxSleep time.Duration) (*Permi
 // block. Cancel the request to give up.
 func (s *Semaphore) Start(maxSleep time.Duration, onDone func(*Request)) *Request {
 	req := newRequest(onDone)
-	s.mu.Lock()
+	w := &semWaiter{req: req, wait: maxSleep != 0}
+	req.cancel = func() { s.withdraw(w, ErrCanceled) }
+	if maxSleep > 0 {
+		// Armed before w is queued: withdraw copes with either order.
+		w.timer = time.AfterFunc(maxSleep, func() { s.withdraw(w, ErrMaxSleep) })
+	}
+
+	s.in.Lock()
 	if s.closed || s.broken != nil {
 		err := s.broken
 		if s.closed {
 			err = ErrClosed
 		}
-		s.mu.Unlock()
-		req.cancel = func() {}
-		req.complete(nil, err)
+		s.in.Unlock()
+		s.withdraw(w, err)
 		return req
 	}
 	s.nextID++
-	w := &semWaiter{
-		id:   s.idPrefix + ":" + strconv.FormatUint(s.nextID, 36),
-		req:  req,
-		wait: maxSleep != 0,
-	}
-	req.cancel = func() { s.withdraw(w, ErrCanceled) }
+	w.id = s.idPrefix + ":" + strconv.FormatUint(s.nextID, 36)
 	s.arrivals = append(s.arrivals, w)
-	if maxSleep > 0 {
-		w.timer = time.AfterFunc(maxSleep, func() { s.withdraw(w, ErrMaxSleep) })
-	}
 	if !s.started {
 		s.started = true
 		go s.run()
 	}
-	s.mu.Unlock()
+	s.in.Unlock()
 	s.poke()
 	return req
 }
@@ -194,26 +204,31 @@ func (s *Semaphore) Start(maxSleep time.Duration, onDone func(*Request)) *Reques
 // the lock. A waiter that already holds a permit gives it back instead.
 func (s *Semaphore) withdraw(w *semWaiter, err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	switch w.state {
 	case waiterNew:
-		// Never sent: dropping it from arrivals leaves Redis untouched.
+		// Never sent: dropping it from arrivals (if it got there) leaves
+		// Redis untouched; the dispatcher skips it if it took it already.
+		s.in.Lock()
 		for i, a := range s.arrivals {
 			if a == w {
 				s.arrivals = append(s.arrivals[:i], s.arrivals[i+1:]...)
 				break
 			}
 		}
+		s.in.Unlock()
 	case waiterSent, waiterQueued:
 		// Redis may have granted it already, or do so before our call
 		// lands: the leave script releases a permit or withdraws the
 		// place, whichever the id has by then.
 		delete(s.waiting, w.id)
+		s.in.Lock()
 		s.leaving = append(s.leaving, w.id)
+		s.in.Unlock()
 		s.poke()
 	case waiterDone:
-		if p, _ := w.req.Result(); p != nil && err == ErrCanceled {
-			s.releaseLocked(p, nil)
+		if w.permit != nil && err == ErrCanceled {
+			s.release(w.permit, nil)
 		}
 		return
 	case waiterCanceled:
@@ -223,7 +238,17 @@ func (s *Semaphore) withdraw(w *semWaiter, err error) {
 	if w.timer != nil {
 		w.timer.Stop()
 	}
-	w.req.complete(nil, err)
+	s.later = append(s.later, func() { w.req.complete(nil, err) })
+}
+
+// unlock releases mu, then runs what was queued in later under it.
+func (s *Semaphore) unlock() {
+	later := s.later
+	s.later = nil
+	s.mu.Unlock()
+	for _, f := range later {
+		f()
+	}
 }
 
 // poke wakes the dispatcher without blocking.
@@ -239,29 +264,33 @@ func (s *Semaphore) poke() {
 // and stops the dispatcher. It waits at most for one script call.
 func (s *Semaphore) Close() error {
 	s.mu.Lock()
+	s.in.Lock()
 	if s.closed {
-		s.mu.Unlock()
+		s.in.Unlock()
+		s.unlock()
 		return nil
 	}
 	s.closed = true
 	started := s.started
-	for _, w := range s.arrivals {
-		w.state = waiterCanceled
-		w.req.complete(nil, ErrClosed)
-	}
+	arrivals := s.arrivals
 	s.arrivals = nil
-	for id, w := range s.waiting {
-		w.state = waiterCanceled
-		w.req.complete(nil, ErrClosed)
+	for id := range s.waiting {
 		s.leaving = append(s.leaving, id)
 	}
-	s.waiting = map[string]*semWaiter{}
 	for id, p := range s.holding {
 		p.end(permitReleased)
 		s.leaving = append(s.leaving, id)
 	}
+	s.in.Unlock()
+	for _, w := range arrivals {
+		s.finish(w, nil, ErrClosed)
+	}
+	for _, w := range s.waiting {
+		s.finish(w, nil, ErrClosed)
+	}
+	s.waiting = map[string]*semWaiter{}
 	s.holding = map[string]*Permit{}
-	s.mu.Unlock()
+	s.unlock()
 	if started {
 		close(s.stop)
 		<-s.stopped
@@ -332,12 +361,14 @@ func (s *Semaphore) subscribe() bool {
 		return true
 	}
 	s.mu.Lock()
+	s.in.Lock()
 	arrivals := s.arrivals
 	s.arrivals = nil
+	s.in.Unlock()
 	for _, w := range arrivals {
 		s.finish(w, nil, err)
 	}
-	s.mu.Unlock()
+	s.unlock()
 	return false
 }
 
@@ -346,7 +377,7 @@ func (s *Semaphore) subscribe() bool {
 // on the hub's goroutine, without waiting for the dispatcher's round.
 func (s *Semaphore) notice(payload string, resubscribed bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	if resubscribed {
 		s.recheck = true
 		s.poke()
@@ -377,18 +408,24 @@ func (s *Semaphore) recoverPanic() {
 	err := fmt.Errorf("%w: semaphore %q: %v", ErrInternal, s.name, p)
 	s.store.log.Error("timely: dispatcher panic", "semaphore", s.name, "panic", fmt.Sprint(p))
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
+	s.in.Lock()
 	s.broken = err
-	for _, w := range s.arrivals {
+	arrivals, releases := s.arrivals, s.releases
+	s.arrivals, s.releases = nil, nil
+	s.in.Unlock()
+	for _, w := range arrivals {
 		s.finish(w, nil, err)
 	}
 	for _, w := range s.waiting {
 		s.finish(w, nil, err)
 	}
-	for id, done := range s.releases {
-		done(err)
-		delete(s.releases, id)
+	for _, m := range []map[string]func(error){releases, s.inflight} {
+		for _, done := range m {
+			s.later = append(s.later, func() { done(err) })
+		}
 	}
+	s.inflight = nil
 }
 
 // step runs one round: releases, then new arrivals, then, when due, the
@@ -396,10 +433,22 @@ func (s *Semaphore) recoverPanic() {
 // expired leases while waiters are queued, or -1 for no poll.
 func (s *Semaphore) step(renewDue bool) time.Duration {
 	s.mu.Lock()
-	leaving, arrivals, recheck := s.leaving, s.arrivals, s.recheck
-	s.leaving, s.arrivals, s.recheck = nil, nil, false
-	for _, w := range arrivals {
-		w.state = waiterSent
+	s.in.Lock()
+	leaving, taken, releases := s.leaving, s.arrivals, s.releases
+	s.leaving, s.arrivals, s.releases = nil, nil, nil
+	s.in.Unlock()
+	recheck := s.recheck
+	s.recheck = false
+	s.inflight = releases
+	var arrivals []*semWaiter
+	for _, w := range taken {
+		if w.state == waiterNew { // not withdrawn since it was queued
+			w.state = waiterSent
+			arrivals = append(arrivals, w)
+		}
+	}
+	for _, id := range leaving {
+		delete(s.holding, id) // released: renew no more
 	}
 	for id, since := range s.orphans {
 		// A lease we failed to release ends by itself after expiry.
@@ -415,7 +464,7 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 			delete(s.early, id)
 		}
 	}
-	s.mu.Unlock()
+	s.unlock()
 
 	poll := time.Duration(-1)
 	if len(leaving) > 0 {
@@ -461,7 +510,7 @@ func (s *Semaphore) acquire(arrivals []*semWaiter) time.Duration {
 	}
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	if err != nil {
 		// The call may have run: release whatever it may have taken.
 		for _, w := range arrivals {
@@ -519,10 +568,10 @@ func (s *Semaphore) leave(ids []string) {
 	}
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	for i, id := range ids {
-		done := s.releases[id]
-		delete(s.releases, id)
+		done := s.inflight[id]
+		delete(s.inflight, id)
 		result := err
 		if err != nil {
 			if _, ok := s.orphans[id]; !ok {
@@ -537,7 +586,7 @@ func (s *Semaphore) leave(ids []string) {
 			}
 		}
 		if done != nil {
-			done(result)
+			s.later = append(s.later, func() { done(result) })
 		}
 	}
 	if err == nil {
@@ -558,7 +607,7 @@ func (s *Semaphore) renew() time.Duration {
 		ids = append(ids, id)
 	}
 	s.renewFailed = false
-	s.mu.Unlock()
+	s.unlock()
 	if len(ids) == 0 {
 		return -1
 	}
@@ -579,14 +628,15 @@ func (s *Semaphore) renew() time.Duration {
 	}
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	for i, v := range ids {
 		id := v.(string)
 		if p := s.holding[id]; p != nil && statuses[i] == 0 {
 			delete(s.holding, id)
-			p.end(permitLost)
-			s.store.log.Warn("timely: permit lease expired while held",
-				"semaphore", s.name, "permit", id)
+			if p.end(permitLost) { // not released meanwhile
+				s.store.log.Warn("timely: permit lease expired while held",
+					"semaphore", s.name, "permit", id)
+			}
 		}
 		if w := s.waiting[id]; w != nil {
 			switch statuses[i] {
@@ -598,7 +648,9 @@ func (s *Semaphore) renew() time.Duration {
 				// longer than expiry): queue again, at the back.
 				delete(s.waiting, id)
 				w.state = waiterNew
+				s.in.Lock()
 				s.arrivals = append(s.arrivals, w)
+				s.in.Unlock()
 				s.poke()
 				s.store.log.Warn("timely: queue place expired; queued again",
 					"semaphore", s.name, "waiter", id)
@@ -615,7 +667,7 @@ func (s *Semaphore) renew() time.Duration {
 // permits: a renewal that succeeds within expiry saves their leases.
 func (s *Semaphore) failWaiting(err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	for id, w := range s.waiting {
 		delete(s.waiting, id)
 		s.orphans[id] = time.Now()
@@ -647,45 +699,54 @@ func (s *Semaphore) finish(w *semWaiter, p *Permit, err error) {
 	if w.state == waiterCanceled || w.state == waiterDone {
 		return
 	}
-	w.state = waiterDone
+	w.state, w.permit = waiterDone, p
 	if w.timer != nil {
 		w.timer.Stop()
 	}
-	w.req.complete(p, err)
+	s.later = append(s.later, func() { w.req.complete(p, err) })
 }
 
-// releaseLocked queues the release of p; done, if not nil, learns the
-// outcome on the dispatcher's goroutine.
-func (s *Semaphore) releaseLocked(p *Permit, done func(error)) {
+// release queues the release of p; done, if not nil, learns the outcome
+// on a goroutine of the core. It takes only the inbox lock (mu may be
+// held), so that a release never waits for a round's bookkeeping.
+func (s *Semaphore) release(p *Permit, done func(error)) {
 	if !p.end(permitReleased) {
 		if done != nil {
 			done(p.endErr())
 		}
 		return
 	}
-	delete(s.holding, p.id)
+	s.in.Lock()
 	if s.closed {
+		s.in.Unlock()
 		if done != nil {
 			done(ErrClosed)
 		}
 		return
 	}
 	if done != nil {
+		if s.releases == nil {
+			s.releases = map[string]func(error){}
+		}
 		s.releases[p.id] = done
 	}
 	s.leaving = append(s.leaving, p.id)
+	s.in.Unlock()
 	s.poke()
 }
 
 // flushLeaving makes one last leave call for what Close left behind.
 func (s *Semaphore) flushLeaving() {
 	s.mu.Lock()
-	ids := s.leaving
-	s.leaving = nil
+	s.in.Lock()
+	ids, releases := s.leaving, s.releases
+	s.leaving, s.releases = nil, nil
+	s.in.Unlock()
+	s.inflight = releases
 	for id := range s.orphans {
 		ids = append(ids, id)
 	}
-	s.mu.Unlock()
+	s.unlock()
 	if len(ids) > 0 {
 		s.leave(ids)
 	}

@@ -184,7 +184,7 @@ func TestSemaphoreCancelLeavesNothing(t *testing.T) {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				cctx, cancel := context.WithTimeout(ctx, time.Duration(i%7)*time.Millisecond)
+				cctx, cancel := context.WithTimeout(ctx, time.Duration(i%21)*time.Millisecond)
 				defer cancel()
 				p, err := sem.Acquire(cctx, core.Forever)
 				if err == nil {
