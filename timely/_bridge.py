@@ -87,7 +87,8 @@ def call(fn: str, *args: Any) -> Any:
     except RuntimeError as exc:
         raise translate(exc) from None
     finally:
-        drain_logs()
+        if time.monotonic() >= _next_drain:
+            drain_logs()
 
 
 _LEVELS = {
@@ -98,10 +99,19 @@ _LEVELS = {
 }
 
 
+# Calls drain the Go core's log buffer at most every LOG_DRAIN_S seconds
+# (reading it is a call into Go of its own); completions on an event loop
+# drain it every time.
+LOG_DRAIN_S = 0.05
+_next_drain = 0.0
+
+
 def drain_logs() -> None:
     """Pass the Go core's buffered log records to the ``timely`` logger."""
+    global _next_drain
     if _module is None or _module_pid != os.getpid():
         return
+    _next_drain = time.monotonic() + LOG_DRAIN_S
     text = _module.Logs()
     if not text:
         return
@@ -166,6 +176,7 @@ class Notifier:
         except BlockingIOError:
             pass
         text: str = call("Collect", self.id)
+        drain_logs()
         if not text:
             return
         for line in text.split("\n"):
