@@ -89,6 +89,26 @@ func mostAtOnce(holds []interval) int {
 	return most
 }
 
+// semaphoresOnStores returns n semaphores of capacity 3 called name, each
+// on a Store of its own (its own connections and dispatcher, as n
+// processes would have), closed when the test ends.
+func semaphoresOnStores(t *testing.T, srv *redisServer, name string, n int) []*core.Semaphore {
+	t.Helper()
+	sems := make([]*core.Semaphore, n)
+	for i := range sems {
+		st, err := core.Open(srv.url(), core.StoreOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		if sems[i], err = core.NewSemaphore(st, name, 3, core.SemaphoreOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sems[i].Close() })
+	}
+	return sems
+}
+
 // TestSemaphoreSafetyAcrossStores runs 4 stores (each its own connections
 // and dispatcher, as 4 processes would have) x 100 waiters, 20% canceled
 // at random moments.
@@ -98,14 +118,7 @@ func TestSemaphoreSafetyAcrossStores(t *testing.T) {
 	var mu sync.Mutex
 	var holds []interval
 	var wg sync.WaitGroup
-	for p := 0; p < 4; p++ {
-		st, err := core.Open(srv.url(), core.StoreOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		sem, _ := core.NewSemaphore(st, name, 3, core.SemaphoreOptions{})
-		defer sem.Close()
+	for p, sem := range semaphoresOnStores(t, srv, name, 4) {
 		for i := 0; i < 100; i++ {
 			wg.Add(1)
 			go func(rng *rand.Rand) {
@@ -152,11 +165,7 @@ func TestSemaphoreFIFOAcrossStores(t *testing.T) {
 	var mu sync.Mutex
 	var holds []interval
 	var wg sync.WaitGroup
-	for p := 0; p < 4; p++ {
-		st, _ := core.Open(srv.url(), core.StoreOptions{})
-		defer st.Close()
-		sem, _ := core.NewSemaphore(st, name, 3, core.SemaphoreOptions{})
-		defer sem.Close()
+	for p, sem := range semaphoresOnStores(t, srv, name, 4) {
 		for i := 0; i < 40; i++ {
 			wg.Add(1)
 			go func(rng *rand.Rand) {
