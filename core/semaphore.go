@@ -321,7 +321,7 @@ func (s *Semaphore) run() {
 		case <-s.kick:
 		case <-timer.C:
 		case <-s.stop:
-			s.flushLeaving()
+			s.step(false) // one last round for what Close left behind
 			if subscribed {
 				s.store.hub.unsubscribe(s, s.channel)
 			}
@@ -387,9 +387,7 @@ func (s *Semaphore) notice(payload string, resubscribed bool) {
 		if !strings.HasPrefix(id, s.idPrefix+":") {
 			continue // another process's waiter
 		}
-		if w := s.waiting[id]; w != nil {
-			delete(s.waiting, id)
-			s.finish(w, s.holdLocked(id), nil)
+		if s.grantLocked(id) {
 			continue
 		}
 		// The grant overtook the reply of the call that queued it, which
@@ -533,7 +531,7 @@ func (s *Semaphore) acquire(arrivals []*semWaiter) time.Duration {
 			s.waiting[w.id] = w
 			if _, ok := s.early[w.id]; ok {
 				delete(s.early, w.id)
-				s.grantedLocked([]string{w.id})
+				s.grantLocked(w.id)
 			}
 		default:
 			s.finish(w, nil, ErrMaxSleep)
@@ -641,8 +639,7 @@ func (s *Semaphore) renew() time.Duration {
 		if w := s.waiting[id]; w != nil {
 			switch statuses[i] {
 			case 1:
-				delete(s.waiting, id)
-				s.finish(w, s.holdLocked(id), nil)
+				s.grantLocked(id) // its grant notice was missed
 			case 0:
 				// The queue place ran out (this process was frozen for
 				// longer than expiry): queue again, at the back.
@@ -678,11 +675,20 @@ func (s *Semaphore) failWaiting(err error) {
 // grantedLocked completes the local waiters among ids granted in Redis.
 func (s *Semaphore) grantedLocked(ids []string) {
 	for _, id := range ids {
-		if w := s.waiting[id]; w != nil {
-			delete(s.waiting, id)
-			s.finish(w, s.holdLocked(id), nil)
-		}
+		s.grantLocked(id)
 	}
+}
+
+// grantLocked completes the waiter id with its permit, if it is a queued
+// waiter of this process, and reports whether it was.
+func (s *Semaphore) grantLocked(id string) bool {
+	w := s.waiting[id]
+	if w == nil {
+		return false
+	}
+	delete(s.waiting, id)
+	s.finish(w, s.holdLocked(id), nil)
+	return true
 }
 
 // holdLocked records a permit held by this process.
@@ -733,23 +739,6 @@ func (s *Semaphore) release(p *Permit, done func(error)) {
 	s.leaving = append(s.leaving, p.id)
 	s.in.Unlock()
 	s.poke()
-}
-
-// flushLeaving makes one last leave call for what Close left behind.
-func (s *Semaphore) flushLeaving() {
-	s.mu.Lock()
-	s.in.Lock()
-	ids, releases := s.leaving, s.releases
-	s.leaving, s.releases = nil, nil
-	s.in.Unlock()
-	s.inflight = releases
-	for id := range s.orphans {
-		ids = append(ids, id)
-	}
-	s.unlock()
-	if len(ids) > 0 {
-		s.leave(ids)
-	}
 }
 
 // parseGrantReply reads {statuses, granted[, wait]} with n statuses.
