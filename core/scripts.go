@@ -16,10 +16,8 @@ import (
 var (
 	//go:embed scripts/semaphore_common.lua
 	semaphoreCommon string
-	//go:embed scripts/semaphore_acquire.lua
-	semaphoreAcquireLua string
-	//go:embed scripts/semaphore_leave.lua
-	semaphoreLeaveLua string
+	//go:embed scripts/semaphore_round.lua
+	semaphoreRoundLua string
 	//go:embed scripts/semaphore_renew.lua
 	semaphoreRenewLua string
 	//go:embed scripts/semaphore_state.lua
@@ -35,13 +33,12 @@ var (
 )
 
 var (
-	semaphoreAcquire = redis.NewScript(semaphoreCommon + semaphoreAcquireLua)
-	semaphoreLeave   = redis.NewScript(semaphoreCommon + semaphoreLeaveLua)
-	semaphoreRenew   = redis.NewScript(semaphoreCommon + semaphoreRenewLua)
-	semaphoreState   = redis.NewScript(semaphoreStateLua)
-	bucketReserve    = redis.NewScript(bucketCommon + bucketReserveLua)
-	bucketGiveback   = redis.NewScript(bucketCommon + bucketGivebackLua)
-	bucketState      = redis.NewScript(bucketCommon + bucketStateLua)
+	semaphoreRound = redis.NewScript(semaphoreCommon + semaphoreRoundLua)
+	semaphoreRenew = redis.NewScript(semaphoreCommon + semaphoreRenewLua)
+	semaphoreState = redis.NewScript(semaphoreStateLua)
+	bucketReserve  = redis.NewScript(bucketCommon + bucketReserveLua)
+	bucketGiveback = redis.NewScript(bucketCommon + bucketGivebackLua)
+	bucketState    = redis.NewScript(bucketCommon + bucketStateLua)
 )
 
 // errReply is wrapped around every reply whose shape differs from what the

@@ -426,9 +426,9 @@ func (s *Semaphore) recoverPanic() {
 	s.inflight = nil
 }
 
-// step runs one round: releases, then new arrivals, then, when due, the
-// renewal. It returns how soon to poll for
-// expired leases while waiters are queued, or -1 for no poll.
+// step runs one round: the releases and withdrawals, then the new
+// arrivals, in one call; then, when due, the renewal. It returns how soon
+// to poll for expired leases while waiters are queued, or -1 for no poll.
 func (s *Semaphore) step(renewDue bool) time.Duration {
 	s.mu.Lock()
 	s.in.Lock()
@@ -465,11 +465,8 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 	s.unlock()
 
 	poll := time.Duration(-1)
-	if len(leaving) > 0 {
-		s.leave(leaving)
-	}
-	if len(arrivals) > 0 {
-		poll = s.acquire(arrivals)
+	if len(leaving) > 0 || len(arrivals) > 0 {
+		poll = s.round(leaving, arrivals)
 	}
 	if renewDue || recheck {
 		poll = s.renew()
@@ -477,21 +474,26 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 	return poll
 }
 
-// call runs a semaphore script with the ids appended to the common ARGV.
-func (s *Semaphore) call(script *redis.Script, ids []any) ([]any, error) {
+// call runs a semaphore script with the args appended to the common ARGV.
+func (s *Semaphore) call(script *redis.Script, args []any) ([]any, error) {
 	ctx, cancel := context.WithTimeout(background, callTimeout)
 	defer cancel()
-	v, err := run(ctx, s.store.rdb, script, s.keys, append(s.head[:3:3], ids...)...)
+	v, err := run(ctx, s.store.rdb, script, s.keys, append(s.head[:3:3], args...)...)
 	if err != nil {
 		return nil, err
 	}
 	return asSlice(v)
 }
 
-// acquire enqueues arrivals in one call and completes those granted or
-// refused at once. It returns how soon to look again when some wait.
-func (s *Semaphore) acquire(arrivals []*semWaiter) time.Duration {
-	args := make([]any, 0, 2*len(arrivals))
+// round releases or withdraws the leaving ids and enqueues the arrivals
+// in one call, reports each release, and completes the arrivals granted
+// or refused at once. It returns how soon to look again when some wait.
+func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration {
+	args := make([]any, 0, 1+len(leaving)+2*len(arrivals))
+	args = append(args, len(leaving))
+	for _, id := range leaving {
+		args = append(args, id)
+	}
 	for _, w := range arrivals {
 		wait := "1"
 		if !w.wait {
@@ -499,16 +501,17 @@ func (s *Semaphore) acquire(arrivals []*semWaiter) time.Duration {
 		}
 		args = append(args, w.id, wait)
 	}
-	reply, err := s.call(semaphoreAcquire, args)
-	var statuses []int64
+	reply, err := s.call(semaphoreRound, args)
+	var left, statuses []int64
 	var granted []string
 	var wait int64
 	if err == nil {
-		statuses, granted, wait, err = parseGrantReply(reply, len(arrivals), true)
+		left, statuses, granted, wait, err = parseRoundReply(reply, len(leaving), len(arrivals))
 	}
 
 	s.mu.Lock()
 	defer s.unlock()
+	s.settleLeaving(leaving, left, err)
 	if err != nil {
 		// The call may have run: release whatever it may have taken.
 		for _, w := range arrivals {
@@ -541,43 +544,21 @@ func (s *Semaphore) acquire(arrivals []*semWaiter) time.Duration {
 	return s.pollDelay(wait)
 }
 
-// pollDelay says when to look again while waiters are queued: when the
-// earliest lease runs out (its holder may be dead), and at least at every
-// renewal. wait is that lease's remaining time in ms, -1 for none.
-func (s *Semaphore) pollDelay(wait int64) time.Duration {
-	if len(s.waiting) == 0 || wait < 0 {
-		return -1
-	}
-	d := time.Duration(wait)*time.Millisecond + 5*time.Millisecond
-	return min(d, s.renewEvery())
-}
-
-// leave releases or withdraws ids in one call and reports each release.
-func (s *Semaphore) leave(ids []string) {
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
-	}
-	reply, err := s.call(semaphoreLeave, args)
-	var statuses []int64
-	var granted []string
-	if err == nil {
-		statuses, granted, _, err = parseGrantReply(reply, len(ids), false)
-	}
-
-	s.mu.Lock()
-	defer s.unlock()
+// settleLeaving reports the outcome of each leaving id to its release
+// callback, and keeps the ids of a failed call as orphans, retried until
+// their lease would have ended. left holds the script's statuses.
+func (s *Semaphore) settleLeaving(ids []string, left []int64, err error) {
 	for i, id := range ids {
 		done := s.inflight[id]
 		delete(s.inflight, id)
 		result := err
 		if err != nil {
 			if _, ok := s.orphans[id]; !ok {
-				s.orphans[id] = time.Now() // retried until its lease would end
+				s.orphans[id] = time.Now()
 			}
 		} else {
 			delete(s.orphans, id)
-			if statuses[i] == 0 && done != nil {
+			if left[i] == 0 && done != nil {
 				result = ErrLeaseLost
 				s.store.log.Warn("timely: permit lease had expired before release",
 					"semaphore", s.name, "permit", id)
@@ -587,9 +568,17 @@ func (s *Semaphore) leave(ids []string) {
 			s.later = append(s.later, func() { done(result) })
 		}
 	}
-	if err == nil {
-		s.grantedLocked(granted)
+}
+
+// pollDelay says when to look again while waiters are queued: when the
+// earliest lease runs out (its holder may be dead), and at least at every
+// renewal. wait is that lease's remaining time in ms, -1 for none.
+func (s *Semaphore) pollDelay(wait int64) time.Duration {
+	if len(s.waiting) == 0 || wait < 0 {
+		return -1
 	}
+	d := time.Duration(wait)*time.Millisecond + 5*time.Millisecond
+	return min(d, s.renewEvery())
 }
 
 // renew renews every lease and queue place of this process in one call,
@@ -769,6 +758,24 @@ func parseGrantReply(reply []any, n int, withWait bool) (
 	return statuses, granted, wait, nil
 }
 
+// parseRoundReply reads {left, statuses, granted, wait} with nLeft and n
+// entries in the first two.
+func parseRoundReply(reply []any, nLeft, n int) (
+	left, statuses []int64, granted []string, wait int64, err error) {
+	if len(reply) != 4 {
+		return nil, nil, nil, 0, fmt.Errorf("%w: %d elements, want 4", errReply, len(reply))
+	}
+	if left, err = asInts(reply[0]); err != nil {
+		return nil, nil, nil, 0, err
+	}
+	if len(left) != nLeft {
+		return nil, nil, nil, 0, fmt.Errorf("%w: %d statuses for %d leaving ids",
+			errReply, len(left), nLeft)
+	}
+	statuses, granted, wait, err = parseGrantReply(reply[1:], n, true)
+	return left, statuses, granted, wait, err
+}
+
 // SemaphoreState is a snapshot of a semaphore across all processes.
 type SemaphoreState struct {
 	// Capacity is the capacity last given by an acquiring process, 0 when
@@ -780,8 +787,35 @@ type SemaphoreState struct {
 	Waiters int
 }
 
-// State reads the semaphore's state in Redis without changing it.
+// Settle waits until every release queued in this process so far has had
+// its answer from Redis (or failed, to be retried until its lease ends),
+// or ctx ends first. Releases run in the background; Settle is for a
+// caller that must see them done, such as a process about to exit.
+func (s *Semaphore) Settle(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		s.in.Lock()
+		busy := len(s.leaving) > 0 || len(s.releases) > 0 || len(s.inflight) > 0
+		s.in.Unlock()
+		s.mu.Unlock()
+		if !busy {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Microsecond):
+		}
+	}
+}
+
+// State reads the semaphore's state in Redis without changing it. The
+// releases this process queued before the call are settled first, so
+// that the state includes them.
 func (s *Semaphore) State(ctx context.Context) (SemaphoreState, error) {
+	if err := s.Settle(ctx); err != nil {
+		return SemaphoreState{}, err
+	}
 	v, err := run(ctx, s.store.rdb, semaphoreState, s.keys)
 	if err != nil {
 		return SemaphoreState{}, err

@@ -180,6 +180,37 @@ func CloseLimiter(h int64) (err error) {
 	return wrap(l.bucket.Close())
 }
 
+// Flush waits up to timeoutMs for the releases of every semaphore to have
+// their answers from Redis: the Python side calls it when the interpreter
+// exits, so that permits released just before go back at once instead of
+// when their leases expire. It reports whether all were settled in time.
+func Flush(timeoutMs int64) (settled bool, err error) {
+	defer guard(&err)()
+	ctx, cancel := context.WithTimeout(context.Background(),
+		time.Duration(timeoutMs)*time.Millisecond)
+	defer cancel()
+	return settle(ctx, func(*core.Semaphore) bool { return true }) == nil, nil
+}
+
+// settle waits for the releases of the semaphores that match to be
+// answered, or for ctx to end.
+func settle(ctx context.Context, match func(*core.Semaphore) bool) error {
+	mu.Lock()
+	var sems []*core.Semaphore
+	for _, l := range limiters {
+		if l.sem != nil && match(l.sem) {
+			sems = append(sems, l.sem)
+		}
+	}
+	mu.Unlock()
+	for _, sem := range sems {
+		if err := sem.Settle(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // SemaphoreState reads a semaphore's state in Redis, as
 // "capacity holders waiters".
 func SemaphoreState(h int64) (s string, err error) {
@@ -192,6 +223,13 @@ func SemaphoreState(h int64) (s string, err error) {
 		return "", err
 	}
 	return readState(func(ctx context.Context) (string, error) {
+		// Every instance of this name in the process counts: a release
+		// made through one is seen by a state read through another.
+		if err := settle(ctx, func(o *core.Semaphore) bool {
+			return o.Name() == l.sem.Name()
+		}); err != nil {
+			return "", err
+		}
 		st, err := l.sem.State(ctx)
 		return fmt.Sprintf("%d %d %d", st.Capacity, st.Holders, st.Waiters), err
 	})

@@ -243,3 +243,55 @@ func TestSemaphoreExpiredLeaseIsReported(t *testing.T) {
 		t.Errorf("release of a lost permit: %v, want ErrLeaseLost", err)
 	}
 }
+
+// TestSemaphoreReleaseBeforeNewArrival: a release and a new acquisition
+// of one process often travel in one round; the waiter of another process
+// queued before that acquisition still comes first.
+func TestSemaphoreReleaseBeforeNewArrival(t *testing.T) {
+	srv := startRedis(t)
+	name := uniqueName(t)
+	var sems [2]*core.Semaphore
+	for i := range sems {
+		st, err := core.Open(srv.url(), core.StoreOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		if sems[i], err = core.NewSemaphore(st, name, 1, core.SemaphoreOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sems[i].Close() })
+	}
+	a, b := sems[0], sems[1]
+	ctx := context.Background()
+	held, err := a.Acquire(ctx, core.Forever)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		other := b.Start(core.Forever, nil)
+		waitQueued(t, a, 1)
+		held.ReleaseAsync(nil)
+		again := a.Start(core.Forever, nil) // right behind the release
+		p, err := other.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-again.Done():
+			t.Fatalf("round %d: the later arrival got the permit held by the earlier waiter", i)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if err := p.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if held, err = again.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// State settles this process's releases first: none is left counted.
+	held.ReleaseAsync(nil)
+	if s, err := a.State(ctx); err != nil || s.Holders != 0 {
+		t.Fatalf("state right after the release = %+v, %v; want no holder", s, err)
+	}
+}

@@ -10,13 +10,14 @@ watches, and their outcomes are collected in one call.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import re
 import threading
 import time
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from ._errors import (
     ForkedProcessError,
@@ -61,7 +62,23 @@ def core() -> ModuleType:
             from ._native import gobridge
 
             _module, _module_pid = gobridge, os.getpid()
+            atexit.register(_settle_at_exit)
     return _module
+
+
+# How long an exiting interpreter waits for the releases still on their way
+# to Redis; past it, those permits come back when their leases expire.
+SETTLE_AT_EXIT_MS = 1000
+
+
+def _settle_at_exit() -> None:
+    """Let the releases sent in the background reach Redis before exit."""
+    if _module is None or _module_pid != os.getpid():
+        return
+    try:
+        _module.Flush(SETTLE_AT_EXIT_MS)
+    except Exception:  # noqa: BLE001 - exiting: never raise from atexit
+        logger.debug("timely: settling releases at exit failed", exc_info=True)
 
 
 def error(kind: str, message: str) -> Exception:
@@ -120,10 +137,17 @@ def drain_logs() -> None:
         logger.log(_LEVELS.get(level, logging.WARNING), "%s", message)
 
 
+class Settles(Protocol):
+    """What waits for an operation's answer without a future: a permit
+    whose release was sent in the background."""
+
+    def _settle(self, err: Exception | None) -> None: ...
+
+
 class Notifier:
     """Delivers the Go core's completions to futures on one event loop."""
 
-    __slots__ = ("id", "fd", "loop", "futures", "_spent_us")
+    __slots__ = ("id", "fd", "loop", "futures", "releases", "_spent_us")
 
     # How long one call per loop iteration may wait for Redis's answer in
     # the calling thread, in microseconds. An uncontended acquisition then
@@ -140,6 +164,7 @@ class Notifier:
         self.fd: int = call("NotifierFD", self.id)
         self.loop = loop
         self.futures: dict[int, asyncio.Future[None]] = {}
+        self.releases: dict[int, Settles] = {}  # no task waits for these
         self._spent_us: float | None = None  # None: no call this iteration
         loop.add_reader(self.fd, self._readable)
 
@@ -175,20 +200,33 @@ class Notifier:
             os.read(self.fd, 8)
         except BlockingIOError:
             pass
-        text: str = call("Collect", self.id)
+        self.collect()
         drain_logs()
+
+    def collect(self) -> None:
+        """Take in every completion the Go core has for this loop. Call it
+        on the loop's thread."""
+        text: str = call("Collect", self.id)
         if not text:
             return
         for line in text.split("\n"):
-            op, _, rest = line.partition(" ")
-            fut = self.futures.pop(int(op), None)
-            if fut is None or fut.done():
-                continue
-            if rest == "ok":
+            head, _, rest = line.partition(" ")
+            op = int(head)
+            err: Exception | None = None
+            if rest != "ok":
+                kind, _, message = rest.partition(" ")
+                err = error(kind, message)
+            fut = self.futures.pop(op, None)
+            if fut is None:
+                settles = self.releases.pop(op, None)
+                if settles is not None:
+                    settles._settle(err)
+            elif fut.done():
+                pass
+            elif err is None:
                 fut.set_result(None)
             else:
-                kind, _, message = rest.partition(" ")
-                fut.set_exception(error(kind, message))
+                fut.set_exception(err)
 
     def close(self) -> None:
         """Stop watching the descriptor and close it."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from types import TracebackType
 from typing import NamedTuple
 
@@ -38,25 +37,49 @@ class Permit:
     ``timely`` logger, and the release at exit adds no capacity.
     """
 
-    __slots__ = ("_op", "_lost")
+    __slots__ = ("_op", "_sem", "_lost", "_notifier")
 
-    def __init__(self, op: int) -> None:
+    def __init__(self, op: int, sem: RedisSemaphore) -> None:
         self._op = op
+        self._sem = sem
         self._lost: bool | None = None  # known for good once released
+        # Set while the answer to an ``async with`` release is on its way.
+        self._notifier: _bridge.Notifier | None = None
 
     @property
     def lost(self) -> bool:
         """Whether the lease was found expired while held. Work guarded by
-        a lost permit may run alongside another holder's: stop it."""
+        a lost permit may run alongside another holder's: stop it.
+
+        After ``async with`` exits, the release is still on its way to
+        Redis for a moment; if Redis then finds the lease gone, ``lost``
+        turns true (read on the event loop, it takes in every answer
+        already come)."""
+        n = self._notifier
+        if n is not None and _running_loop() is n.loop:
+            n.collect()
         if self._lost is not None:
             return self._lost
         if not self._op:
             return False  # failed open: there is no lease to lose
         return bool(_bridge.call("PermitLost", self._op))
 
+    def _settle(self, err: Exception | None) -> None:
+        """Take in the answer to the release sent by ``async with``."""
+        self._notifier = None
+        if err is not None:
+            self._sem._release_failed(self, err)
+
     def __repr__(self) -> str:
         state = "released" if self._lost is False else "lost" if self._lost else "held"
         return f"<timely.Permit {self._op} {state}>"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class RedisSemaphore(Limiter[SemaphoreState]):
@@ -129,7 +152,7 @@ class RedisSemaphore(Limiter[SemaphoreState]):
         return h
 
     async def __aenter__(self) -> Permit:
-        permit = Permit(await self._acquire_async())
+        permit = Permit(await self._acquire_async(), self)
         self._held.setdefault(asyncio.current_task(), []).append(permit)
         return permit
 
@@ -142,19 +165,23 @@ class RedisSemaphore(Limiter[SemaphoreState]):
         permit = self._pop(asyncio.current_task())
         if not permit._op:
             return  # entered by failing open: nothing to release
+        # The release goes to Redis in the background, in the dispatcher's
+        # next round (with the next acquisitions); nothing here waits for
+        # it. Its answer comes through the loop's notifier: a lease found
+        # gone makes permit.lost true and logs a warning.
         n = _bridge.notifier()
         try:
-            started = time.perf_counter()
-            rid: int = _bridge.call("Release", permit._op, n.id, n.sync_wait_us())
-            n.spent(started)
-            if rid:
-                await n.expect(rid)
-            permit._lost = False
+            rid: int = _bridge.call("Release", permit._op, n.id, 0)
         except TimelyError as err:
             self._release_failed(permit, err)
+            return
+        permit._lost = False
+        if rid:
+            permit._notifier = n
+            n.releases[rid] = permit
 
     def __enter__(self) -> Permit:
-        permit = Permit(self._acquire_sync())
+        permit = Permit(self._acquire_sync(), self)
         self._held.setdefault(threading.get_ident(), []).append(permit)
         return permit
 

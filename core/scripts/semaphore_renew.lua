@@ -11,21 +11,40 @@
 local now = now_ms()
 purge(now)
 
-local own = {}
-local statuses = {}
+local ids, own = {}, {}
 for i = 4, #ARGV do
-  local id = ARGV[i]
-  own[id] = true
-  if held(id) then
-    redis.call('ZADD', holders, now + expiry, id)
-    statuses[#statuses + 1] = 1
-  elseif queued(id) then
-    redis.call('ZADD', places, now + expiry, id)
-    statuses[#statuses + 1] = 2
-  else
-    statuses[#statuses + 1] = 0
+  ids[#ids + 1] = ARGV[i]
+  own[ARGV[i]] = true
+end
+
+-- Memberships are read and leases written in batches, not per id.
+local held = members(holders, ids)
+local rest = {}
+for _, id in ipairs(ids) do
+  if not held[id] then
+    rest[#rest + 1] = id
   end
 end
+local queued = {}
+if #rest > 0 then
+  queued = members(queue, rest)
+end
+local leases, places_kept = {}, {}
+local statuses = {}
+for k, id in ipairs(ids) do
+  if held[id] then
+    leases[#leases + 1] = id
+    statuses[k] = 1
+  elseif queued[id] then
+    places_kept[#places_kept + 1] = id
+    statuses[k] = 2
+  else
+    statuses[k] = 0
+  end
+end
+local deadline = function() return now + expiry end
+zadd_all(holders, leases, deadline)
+zadd_all(places, places_kept, deadline)
 
 local granted = grant(now, own)
 keep(holders, queue, places, info)

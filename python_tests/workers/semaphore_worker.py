@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from timely import RedisSemaphore
+from timely import Permit, RedisSemaphore
 
 
 def emit(**event: Any) -> None:
@@ -62,23 +62,26 @@ async def hold(a: dict[str, Any]) -> None:
     sem = RedisSemaphore(a["name"], a["capacity"], a["url"], expiry=a["expiry"])
     entered = asyncio.Event()
     leave = asyncio.Event()
-    outcomes: list[bool] = []
+    inside = 0
 
-    async def enter() -> None:
+    async def enter() -> Permit:
+        nonlocal inside
         async with sem as permit:
-            outcomes.append(False)
-            if len(outcomes) == a["count"]:
+            inside += 1
+            if inside == a["count"]:
                 entered.set()
             await leave.wait()
-        outcomes.append(permit.lost)
+        return permit
 
     running = [asyncio.ensure_future(enter()) for _ in range(a["count"])]
     await entered.wait()
     emit(event="held")
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     leave.set()
-    await asyncio.gather(*running)
-    emit(event="released", lost=outcomes[a["count"]:], state=list(await sem.astate()))
+    permits = await asyncio.gather(*running)
+    # The state read settles the releases first, so their answers are in.
+    state = list(await sem.astate())
+    emit(event="released", lost=[p.lost for p in permits], state=state)
 
 
 if __name__ == "__main__":

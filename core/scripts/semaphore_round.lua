@@ -1,0 +1,174 @@
+-- One dispatcher round of a process: release permits and withdraw waiters,
+-- then enqueue new waiters, and grant what is free in arrival order.
+--
+-- ARGV[4] n, how many ids leave; ARGV[5 .. 4+n] those ids: each gives back
+--   its permit, or leaves the queue.
+-- ARGV[5+n ..] pairs (id, wait) of new waiters: wait "1" keeps the waiter
+--   queued until a permit comes, "0" takes a permit only if one is free
+--   for it at once. Each id is new to Redis: the dispatcher sends an id
+--   once, or again only after Redis reported it unknown (its queue place
+--   had expired).
+-- Reply: {left, statuses, granted, wait_ms}:
+--   left[i] for the i-th leaving id is 1 (it held a permit, now released),
+--   2 (it was queued and left) or 0 (unknown: its lease or place had
+--   expired; nothing is given back, so a permit that may have passed to
+--   another holder is never counted twice);
+--   statuses[i] for the i-th new waiter is 1 (granted), 0 (queued) or -1
+--   (refused: wait was "0" and no permit was free);
+--   granted lists every id granted by this call, the caller's and others';
+--   wait_ms is the time until the earliest lease deadline while anyone is
+--   queued, else -1.
+
+local now = now_ms()
+local n = tonumber(ARGV[4])
+
+-- Expired leases always go (they decide what is free); expired queue
+-- places only matter, so only cost a call, when someone is queued.
+redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
+local waiting = redis.call('ZCARD', queue)
+if waiting > 0 then
+  local gone = redis.call('ZRANGEBYSCORE', places, '-inf', now)
+  if #gone > 0 then
+    zrem_all(places, gone)
+    zrem_all(queue, gone)
+    waiting = redis.call('ZCARD', queue)
+  end
+end
+
+-- Each leaving id gives back its permit, or else its queue place; the
+-- memberships are read first, so that every removal is one call.
+local own, left = {}, {}
+local leaving = {}
+for i = 5, 4 + n do
+  leaving[#leaving + 1] = ARGV[i]
+  own[ARGV[i]] = true
+end
+if n > 0 then
+  local held = members(holders, leaving)
+  local released, withdrawn = {}, {}
+  for _, id in ipairs(leaving) do
+    if held[id] then
+      released[#released + 1] = id
+    else
+      withdrawn[#withdrawn + 1] = id
+    end
+  end
+  zrem_all(holders, released)
+  local queued = {}
+  if waiting > 0 and #withdrawn > 0 then
+    queued = members(queue, withdrawn)
+    local gone = {}
+    for _, id in ipairs(withdrawn) do
+      if queued[id] then
+        gone[#gone + 1] = id
+      end
+    end
+    zrem_all(queue, gone)
+    zrem_all(places, gone)
+    waiting = waiting - #gone
+  end
+  for k, id in ipairs(leaving) do
+    if held[id] then
+      left[k] = 1
+    elseif queued[id] then
+      left[k] = 2
+    else
+      left[k] = 0
+    end
+  end
+end
+
+-- Permits freed by the releases go to the head of the queue first.
+local granted, free = {}, nil
+if n > 0 and waiting > 0 then
+  free = capacity - redis.call('ZCARD', holders)
+  granted = grant(now, own, free)
+  free = free - #granted
+  waiting = waiting - #granted
+end
+
+local ids = {}
+for i = 5 + n, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[i]
+  own[ARGV[i]] = true
+end
+local statuses = {}
+if #ids > 0 then
+  redis.call('HSET', info, 'capacity', capacity, 'expiry_ms', expiry)
+  keep(info)
+  free = free or capacity - redis.call('ZCARD', holders)
+
+  -- When nobody waits, the first free ids take their permits at once and
+  -- never touch the queue: FIFO holds, since nobody came before them.
+  local direct, rest = {}, ids
+  if free > 0 and waiting == 0 then
+    rest = {}
+    for k, id in ipairs(ids) do
+      if k <= free then
+        direct[#direct + 1] = id
+      elseif ARGV[4 + n + 2 * k] == '1' then
+        rest[#rest + 1] = id
+      end
+    end
+    if #direct > 0 then
+      zadd_all(holders, direct, function() return now + expiry end)
+      keep(holders)
+    end
+    free = free - #direct
+  end
+
+  -- The others join the back of the queue in one batch, numbered by the
+  -- shared arrivals counter, then the head of the queue gets what is free.
+  local queued = {}
+  if #rest > 0 then
+    local last = redis.call('HINCRBY', info, 'arrivals', #rest)
+    local first = last - #rest
+    zadd_all(queue, rest, function(k) return first + k end, 'NX')
+    zadd_all(places, rest, function() return now + expiry end)
+    keep(queue, places)
+    waiting = waiting + #rest
+    for _, id in ipairs(rest) do
+      queued[id] = true
+    end
+    local heads = grant(now, own, free)
+    waiting = waiting - #heads
+    for _, id in ipairs(heads) do
+      granted[#granted + 1] = id
+    end
+  end
+  for _, id in ipairs(direct) do
+    granted[#granted + 1] = id
+  end
+
+  -- A waiter that would not wait and got nothing leaves the queue again.
+  local got = {}
+  for _, id in ipairs(granted) do
+    got[id] = true
+  end
+  local refused = {}
+  for k, id in ipairs(ids) do
+    if got[id] then
+      statuses[k] = 1
+    elseif ARGV[4 + n + 2 * k] == '0' then
+      if queued[id] then
+        refused[#refused + 1] = id
+      end
+      statuses[k] = -1
+    else
+      statuses[k] = 0
+    end
+  end
+  if #refused > 0 then
+    zrem_all(queue, refused)
+    zrem_all(places, refused)
+    waiting = waiting - #refused
+  end
+end
+
+-- Only removals when nobody arrived: the TTLs still cover what is left
+-- (grant keeps the holders it adds).
+local wait_ms = -1
+if waiting > 0 then
+  wait_ms = first_deadline(now)
+end
+return {left, statuses, granted, wait_ms}
