@@ -211,7 +211,7 @@ class RedisSemaphore(Limiter[SemaphoreState]):
             del self._held[key]
         return permit
 
-    def _release_failed(self, permit: Permit, err: TimelyError) -> None:
+    def _release_failed(self, permit: Permit, err: Exception) -> None:
         # The work already ran: a release failure must not turn it into an
         # error. A lease that is not released expires on its own.
         if isinstance(err, LeaseLostError):
