@@ -51,6 +51,27 @@ type TokenBucket struct {
 	stop      chan struct{}
 	stopped   chan struct{}
 	broken    error
+
+	// completed holds the requests completed under mu, to be told once it
+	// is released: a round that completes a large batch would otherwise
+	// hold up every Start for as long.
+	completed []completion
+}
+
+// completion is a request's outcome, told outside the lock.
+type completion struct {
+	req *Request
+	err error
+}
+
+// unlock releases mu, then completes the requests finished under it.
+func (b *TokenBucket) unlock() {
+	done := b.completed
+	b.completed = nil
+	b.mu.Unlock()
+	for _, c := range done {
+		c.req.complete(nil, c.err)
+	}
 }
 
 // bucketWaiter is one acquisition on its way; its state moves only forward.
@@ -140,7 +161,7 @@ func (b *TokenBucket) Start(maxSleep time.Duration, onDone func(*Request)) *Requ
 // bucket when the script finds that safe; a token already due stays taken.
 func (b *TokenBucket) withdraw(w *bucketWaiter, err error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	switch w.state {
 	case waiterNew:
 		for i, a := range b.arrivals {
@@ -162,7 +183,7 @@ func (b *TokenBucket) withdraw(w *bucketWaiter, err error) {
 	}
 	w.state = waiterCanceled
 	w.stopLimit()
-	w.req.complete(nil, err)
+	b.completed = append(b.completed, completion{w.req, err})
 }
 
 func (w *bucketWaiter) stopLimit() {
@@ -189,11 +210,11 @@ func (b *TokenBucket) Close() error {
 	b.closed = true
 	for _, w := range b.arrivals {
 		w.state = waiterCanceled
-		w.req.complete(nil, ErrClosed)
+		b.completed = append(b.completed, completion{w.req, ErrClosed})
 	}
 	b.arrivals = nil
 	started := b.started
-	b.mu.Unlock()
+	b.unlock()
 	if started {
 		close(b.stop)
 		<-b.stopped
@@ -225,11 +246,11 @@ func (b *TokenBucket) recoverPanic() {
 	err := fmt.Errorf("%w: token bucket %q: %v", ErrInternal, b.name, p)
 	b.store.log.Error("timely: dispatcher panic", "bucket", b.name, "panic", fmt.Sprint(p))
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	b.broken = err
 	for _, w := range b.arrivals {
 		w.state = waiterDone
-		w.req.complete(nil, err)
+		b.completed = append(b.completed, completion{w.req, err})
 	}
 }
 
@@ -278,7 +299,7 @@ func (b *TokenBucket) reserve(arrivals []*bucketWaiter) {
 	}
 
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	if err != nil {
 		for _, w := range arrivals {
 			b.finish(w, err)
@@ -336,7 +357,7 @@ func (b *TokenBucket) slotLocked(at int64, due time.Time) *bucketSlot {
 func (b *TokenBucket) fire(at int64, sl *bucketSlot) {
 	sleepUntil(sl.due)
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	sl.fired = true
 	delete(b.slots, at)
 	for _, w := range sl.waiters {
@@ -362,7 +383,7 @@ func (b *TokenBucket) finish(w *bucketWaiter, err error) {
 	}
 	w.state = waiterDone
 	w.stopLimit()
-	w.req.complete(nil, err)
+	b.completed = append(b.completed, completion{w.req, err})
 }
 
 // giveBack returns canceled waiters' tokens in one call. A failure is only

@@ -70,7 +70,8 @@ type Semaphore struct {
 	mu       sync.Mutex
 	orphans  map[string]time.Time   // ids whose release failed, and since when
 	inflight map[string]func(error) // callbacks of the releases sent
-	early    map[string]time.Time   // ours, announced before their reply
+	sent     map[string]bool        // ids in a round's call under way
+	early    map[string]bool        // of those, announced before their reply
 	recheck  bool                   // announcements may have been missed
 	waiting  map[string]*semWaiter
 	holding  map[string]*Permit
@@ -135,7 +136,8 @@ func NewSemaphore(store *Store, name string, capacity int,
 		idPrefix: processToken(),
 		head:     []any{capacity, expiry.Milliseconds(), channel},
 		orphans:  map[string]time.Time{},
-		early:    map[string]time.Time{},
+		sent:     map[string]bool{},
+		early:    map[string]bool{},
 		waiting:  map[string]*semWaiter{},
 		holding:  map[string]*Permit{},
 		kick:     make(chan struct{}, 1),
@@ -390,9 +392,12 @@ func (s *Semaphore) notice(payload string, resubscribed bool) {
 		if s.grantLocked(id) {
 			continue
 		}
-		// The grant overtook the reply of the call that queued it, which
-		// travels on another connection: acquire finds it here.
-		s.early[id] = time.Now()
+		if s.sent[id] {
+			// The grant overtook the reply of the call that queued it,
+			// which travels on another connection: the round finds it
+			// here. (Other ids were granted already, or withdrawn.)
+			s.early[id] = true
+		}
 	}
 }
 
@@ -442,6 +447,7 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 	for _, w := range taken {
 		if w.state == waiterNew { // not withdrawn since it was queued
 			w.state = waiterSent
+			s.sent[w.id] = true
 			arrivals = append(arrivals, w)
 		}
 	}
@@ -454,12 +460,6 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 			delete(s.orphans, id)
 		} else {
 			leaving = append(leaving, id)
-		}
-	}
-	for id, since := range s.early {
-		// A grant for a waiter canceled meanwhile: its leave call settles it.
-		if time.Since(since) > callTimeout {
-			delete(s.early, id)
 		}
 	}
 	s.unlock()
@@ -511,6 +511,20 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 
 	s.mu.Lock()
 	defer s.unlock()
+	early := s.early
+	for _, w := range arrivals {
+		delete(s.sent, w.id)
+	}
+	if len(early) > 0 {
+		// Kept only until this reply: after it, a grant finds its waiter
+		// queued, and the ids of waiters withdrawn meanwhile are settled by
+		// their leave call.
+		defer func() {
+			for _, w := range arrivals {
+				delete(early, w.id)
+			}
+		}()
+	}
 	s.settleLeaving(leaving, left, err)
 	if err != nil {
 		// The call may have run: release whatever it may have taken.
@@ -532,8 +546,7 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 		case 0:
 			w.state = waiterQueued
 			s.waiting[w.id] = w
-			if _, ok := s.early[w.id]; ok {
-				delete(s.early, w.id)
+			if s.early[w.id] {
 				s.grantLocked(w.id)
 			}
 		default:

@@ -33,6 +33,21 @@ logger = logging.getLogger("timely")
 _lock = threading.Lock()
 _module: ModuleType | None = None
 _module_pid = 0
+# The generated C functions behind the module's Python wrappers: the hot
+# paths (acquire, release, collect) call them directly.
+_c: Any = None
+
+# This process's id, kept current across os.fork() by a hook, so that the
+# hot paths check for a fork without a system call.
+pid = os.getpid()
+
+
+def _forked() -> None:
+    global pid
+    pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 _KINDS: dict[str, type[Exception]] = {
     "maxsleep": MaxSleepExceededError,
@@ -48,9 +63,9 @@ _ERROR = re.compile(r"^\[(\w+)\] (.*)$", re.DOTALL)
 
 def core() -> ModuleType:
     """Return the Go module, loading it on first use in this process."""
-    global _module, _module_pid
+    global _module, _module_pid, _c
     if _module is not None:
-        if _module_pid != os.getpid():
+        if _module_pid != pid:
             raise ForkedProcessError(
                 "timely's Go core was started in the parent process and cannot "
                 "run in this forked child; create and first use limiters after "
@@ -59,9 +74,9 @@ def core() -> ModuleType:
         return _module
     with _lock:
         if _module is None:
-            from ._native import gobridge
+            from ._native import _gobridge, gobridge  # type: ignore[attr-defined]
 
-            _module, _module_pid = gobridge, os.getpid()
+            _module, _module_pid, _c = gobridge, pid, _gobridge
             atexit.register(_settle_at_exit)
     return _module
 
@@ -73,7 +88,7 @@ SETTLE_AT_EXIT_MS = 1000
 
 def _settle_at_exit() -> None:
     """Let the releases sent in the background reach Redis before exit."""
-    if _module is None or _module_pid != os.getpid():
+    if _module is None or _module_pid != pid:
         return
     try:
         _module.Flush(SETTLE_AT_EXIT_MS)
@@ -108,6 +123,36 @@ def call(fn: str, *args: Any) -> Any:
             drain_logs()
 
 
+# The hot paths: the calls every acquisition and release makes. They call
+# the generated C functions without call()'s lookup by name, and must only
+# run once the module is loaded in this process, as it is once a limiter's
+# handle exists.
+
+
+def acquire(h: int, nid: int, max_sleep_us: int, wait_us: int) -> int:
+    """gobridge.Acquire."""
+    try:
+        op: int = _c.gobridge_Acquire(h, nid, max_sleep_us, wait_us)
+    except RuntimeError as exc:
+        raise translate(exc) from None
+    finally:
+        if time.monotonic() >= _next_drain:
+            drain_logs()
+    return op
+
+
+def release(op: int, nid: int, wait_us: int) -> int:
+    """gobridge.Release."""
+    try:
+        rid: int = _c.gobridge_Release(op, nid, wait_us)
+    except RuntimeError as exc:
+        raise translate(exc) from None
+    finally:
+        if time.monotonic() >= _next_drain:
+            drain_logs()
+    return rid
+
+
 _LEVELS = {
     "DEBUG": logging.DEBUG,
     "INFO": logging.INFO,
@@ -126,7 +171,7 @@ _next_drain = 0.0
 def drain_logs() -> None:
     """Pass the Go core's buffered log records to the ``timely`` logger."""
     global _next_drain
-    if _module is None or _module_pid != os.getpid():
+    if _module is None or _module_pid != pid:
         return
     _next_drain = time.monotonic() + LOG_DRAIN_S
     text = _module.Logs()
@@ -206,7 +251,10 @@ class Notifier:
     def collect(self) -> None:
         """Take in every completion the Go core has for this loop. Call it
         on the loop's thread."""
-        text: str = call("Collect", self.id)
+        try:
+            text: str = _c.gobridge_Collect(self.id)
+        except RuntimeError as exc:
+            raise translate(exc) from None
         if not text:
             return
         for line in text.split("\n"):
@@ -232,11 +280,12 @@ class Notifier:
         """Stop watching the descriptor and close it."""
         if not self.loop.is_closed():
             self.loop.remove_reader(self.fd)
-        if _module is not None and _module_pid == os.getpid():
+        if _module is not None and _module_pid == pid:
             _module.CloseNotifier(self.id)
 
 
 _notifiers: dict[int, Notifier] = {}
+_last: Notifier | None = None  # the one found last: usually the next one too
 
 
 def notifier() -> Notifier:
@@ -245,9 +294,14 @@ def notifier() -> Notifier:
     Notifiers of loops that have closed since are closed here, so that each
     event loop of a program costs one descriptor while it lives.
     """
+    global _last
     loop = asyncio.get_running_loop()
+    n = _last
+    if n is not None and n.loop is loop:
+        return n
     n = _notifiers.get(id(loop))
     if n is not None and n.loop is loop:
+        _last = n
         return n
     for key, old in list(_notifiers.items()):
         if old.loop.is_closed():
@@ -255,4 +309,5 @@ def notifier() -> Notifier:
             del _notifiers[key]
     n = Notifier(loop)
     _notifiers[id(loop)] = n
+    _last = n
     return n

@@ -7,7 +7,6 @@ import asyncio
 import functools
 import inspect
 import logging
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -36,6 +35,7 @@ class Limiter(Generic[S]):
         "_capacity",
         "_redis_url",
         "_max_sleep",
+        "_max_sleep_us",
         "_fail_open",
         "_handle",
         "_handle_pid",
@@ -49,6 +49,10 @@ class Limiter(Generic[S]):
         self._capacity = _validate.count("capacity", capacity)
         self._redis_url = _validate.redis_url(redis_url)
         self._max_sleep = _validate.max_sleep(max_sleep)
+        # As the Go core takes it: microseconds, -1 without limit.
+        self._max_sleep_us = (
+            -1 if self._max_sleep is None else round(self._max_sleep * 1_000_000)
+        )
         self._fail_open = _validate.flag("fail_open", fail_open)
         self._handle: int | None = None
         self._handle_pid = 0
@@ -174,24 +178,39 @@ class Limiter(Generic[S]):
     def _limiter(self) -> int:
         """The handle of this process's Go limiter, made on first use."""
         h = self._handle
-        if h is not None and self._handle_pid == os.getpid():
+        if h is not None and self._handle_pid == _bridge.pid:
             return h
         with self._lock:
-            if self._handle is None or self._handle_pid != os.getpid():
+            if self._handle is None or self._handle_pid != _bridge.pid:
                 _bridge.core()  # refuses a forked child of a process that used it
-                self._handle, self._handle_pid = self._make(), os.getpid()
+                self._handle, self._handle_pid = self._make(), _bridge.pid
             return self._handle
-
-    def _max_sleep_us(self) -> int:
-        if self._max_sleep is None:
-            return -1
-        return round(self._max_sleep * 1_000_000)
 
     async def _acquire_async(self) -> int:
         """Acquire from a task; return the operation id, or 0 when failing
-        open."""
+        open. The hot path of every ``async with``: kept to one coroutine."""
         try:
-            return await self._acquire_async_strict()
+            h = self._limiter()
+            n = _bridge.notifier()
+            wait = n.sync_wait_us()
+            if wait:
+                started = time.perf_counter()
+                op = _bridge.acquire(h, n.id, self._max_sleep_us, wait)
+                n.spent(started)
+            else:
+                op = _bridge.acquire(h, n.id, self._max_sleep_us, 0)
+            if op < 0:
+                return -op
+            fut = n.expect(op)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                # Whatever the Go side reached (queued, granted, token
+                # promised), Cancel undoes it: no permit can leak from a
+                # canceled task.
+                _bridge.call("Cancel", op)
+                raise
+            return op
         except RedisConnectionError as err:
             return self._failed_open(err)
 
@@ -203,29 +222,9 @@ class Limiter(Generic[S]):
         except RedisConnectionError as err:
             return self._failed_open(err)
 
-    async def _acquire_async_strict(self) -> int:
-        h = self._limiter()
-        n = _bridge.notifier()
-        started = time.perf_counter()
-        op: int = _bridge.call(
-            "Acquire", h, n.id, self._max_sleep_us(), n.sync_wait_us()
-        )
-        n.spent(started)
-        if op < 0:
-            return -op
-        fut = n.expect(op)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            # Whatever the Go side reached (queued, granted, token promised),
-            # Cancel undoes it: no permit can leak from a canceled task.
-            _bridge.call("Cancel", op)
-            raise
-        return op
-
     def _acquire_sync_strict(self) -> int:
         h = self._limiter()
-        op: int = _bridge.call("Acquire", h, 0, self._max_sleep_us(), 0)
+        op: int = _bridge.call("Acquire", h, 0, self._max_sleep_us, 0)
         if op < 0:
             return -op
         try:
@@ -243,5 +242,5 @@ class Limiter(Generic[S]):
         can be used again afterwards, with a new Go limiter."""
         with self._lock:
             h, self._handle = self._handle, None
-            if h is not None and self._handle_pid == os.getpid():
+            if h is not None and self._handle_pid == _bridge.pid:
                 _bridge.call("CloseLimiter", h)

@@ -171,7 +171,7 @@ class RedisSemaphore(Limiter[SemaphoreState]):
         # gone makes permit.lost true and logs a warning.
         n = _bridge.notifier()
         try:
-            rid: int = _bridge.call("Release", permit._op, n.id, 0)
+            rid = _bridge.release(permit._op, n.id, 0)
         except TimelyError as err:
             self._release_failed(permit, err)
             return
