@@ -19,28 +19,41 @@ type op struct {
 	n      *notifier
 	req    *core.Request // acquisitions only
 	permit *core.Permit  // a semaphore acquisition that succeeded
-	done   chan struct{}
 	err    error
 
 	mu        sync.Mutex
-	inCall    bool // the starting call is still waiting for it
+	finished  bool
+	done      chan struct{} // made by the first to wait, closed by finish
+	inCall    bool          // the starting call is still waiting for it
 	delivered bool
 }
 
+// Most ops are delivered through a notifier and never waited on, so
+// their channel is only made for a waiter; one that comes after the end
+// gets this closed one.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
 func newOp(n *notifier, inCall bool) *op {
+	o := &op{n: n, inCall: inCall}
 	mu.Lock()
-	defer mu.Unlock()
-	o := &op{id: newID(), n: n, done: make(chan struct{}), inCall: inCall}
+	o.id = newID()
 	ops[o.id] = o
+	mu.Unlock()
 	return o
 }
 
 // finish records the outcome and delivers it through the notifier unless
 // the starting call is still there to return it.
 func (o *op) finish(p *core.Permit, err error) {
-	o.permit, o.err = p, err
-	close(o.done)
 	o.mu.Lock()
+	o.permit, o.err, o.finished = p, err, true
+	if o.done != nil {
+		close(o.done)
+	}
 	deliver := !o.inCall && !o.delivered && o.n != nil
 	if deliver {
 		o.delivered = true
@@ -52,13 +65,26 @@ func (o *op) finish(p *core.Permit, err error) {
 	}
 }
 
+// doneChan returns a channel closed once the op has finished.
+func (o *op) doneChan() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.finished {
+		return closedChan
+	}
+	if o.done == nil {
+		o.done = make(chan struct{})
+	}
+	return o.done
+}
+
 // await gives the outcome to the starting call if it arrives within d;
 // otherwise the notifier will deliver it. It reports whether it did.
 func (o *op) await(d time.Duration) bool {
 	if d > 0 {
 		t := time.NewTimer(d)
 		select {
-		case <-o.done:
+		case <-o.doneChan():
 		case <-t.C:
 		}
 		t.Stop()
@@ -66,13 +92,10 @@ func (o *op) await(d time.Duration) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.inCall = false
-	select {
-	case <-o.done:
+	if o.finished {
 		o.delivered = true
-		return true
-	default:
-		return false
 	}
+	return o.finished
 }
 
 func (o *op) line() string {
@@ -162,7 +185,7 @@ func Wait(id, timeoutMs int64) (ok bool, err error) {
 	t := time.NewTimer(time.Duration(timeoutMs) * time.Millisecond)
 	defer t.Stop()
 	select {
-	case <-o.done:
+	case <-o.doneChan():
 	case <-t.C:
 		return false, nil
 	}

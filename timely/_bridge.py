@@ -288,14 +288,16 @@ _notifiers: dict[int, Notifier] = {}
 _last: Notifier | None = None  # the one found last: usually the next one too
 
 
-def notifier() -> Notifier:
-    """Return the notifier of the running event loop, creating it once.
+def notifier(loop: asyncio.AbstractEventLoop | None = None) -> Notifier:
+    """Return the notifier of ``loop`` (default: the running event loop),
+    creating it once; call it on that loop's thread.
 
     Notifiers of loops that have closed since are closed here, so that each
     event loop of a program costs one descriptor while it lives.
     """
     global _last
-    loop = asyncio.get_running_loop()
+    if loop is None:
+        loop = asyncio.get_running_loop()
     n = _last
     if n is not None and n.loop is loop:
         return n

@@ -186,12 +186,13 @@ class Limiter(Generic[S]):
                 self._handle, self._handle_pid = self._make(), _bridge.pid
             return self._handle
 
-    async def _acquire_async(self) -> int:
-        """Acquire from a task; return the operation id, or 0 when failing
-        open. The hot path of every ``async with``: kept to one coroutine."""
+    async def _acquire_async(self, loop: asyncio.AbstractEventLoop) -> int:
+        """Acquire from a task of the running ``loop``; return the operation
+        id, or 0 when failing open. The hot path of every ``async with``:
+        kept to one coroutine."""
         try:
             h = self._limiter()
-            n = _bridge.notifier()
+            n = _bridge.notifier(loop)
             wait = n.sync_wait_us()
             if wait:
                 started = time.perf_counter()

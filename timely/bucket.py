@@ -3,6 +3,7 @@ by ``refill_amount`` tokens every ``refill_frequency`` seconds."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import NamedTuple
 
 from . import _bridge, _validate
@@ -100,7 +101,7 @@ class RedisTokenBucket(Limiter[TokenBucketState]):
         return h
 
     async def __aenter__(self) -> RedisTokenBucket:
-        await self._acquire_async()
+        await self._acquire_async(asyncio.get_running_loop())
         return self
 
     def __enter__(self) -> RedisTokenBucket:

@@ -125,9 +125,10 @@ class RedisSemaphore(Limiter[SemaphoreState]):
         self._expiry = _validate.seconds("expiry", expiry)
         if self._expiry < 0.1:
             raise ValueError(f"expiry must be >= 0.1 seconds, not {expiry!r}")
-        # Permits held through this instance, per task or thread, innermost
-        # last, so that each exit releases the permit of its own entry.
-        self._held: dict[object, list[Permit]] = {}
+        # Permits held through this instance, per task or thread, so that
+        # each exit releases the permit of its own entry: one Permit, or a
+        # list of them, innermost last, when entries nest.
+        self._held: dict[object, Permit | list[Permit]] = {}
 
     @property
     def expiry(self) -> float:
@@ -152,8 +153,9 @@ class RedisSemaphore(Limiter[SemaphoreState]):
         return h
 
     async def __aenter__(self) -> Permit:
-        permit = Permit(await self._acquire_async(), self)
-        self._held.setdefault(asyncio.current_task(), []).append(permit)
+        loop = asyncio.get_running_loop()
+        permit = Permit(await self._acquire_async(loop), self)
+        self._push(asyncio.current_task(loop), permit)
         return permit
 
     async def __aexit__(
@@ -162,14 +164,15 @@ class RedisSemaphore(Limiter[SemaphoreState]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        permit = self._pop(asyncio.current_task())
+        loop = asyncio.get_running_loop()
+        permit = self._pop(asyncio.current_task(loop))
         if not permit._op:
             return  # entered by failing open: nothing to release
         # The release goes to Redis in the background, in the dispatcher's
         # next round (with the next acquisitions); nothing here waits for
         # it. Its answer comes through the loop's notifier: a lease found
         # gone makes permit.lost true and logs a warning.
-        n = _bridge.notifier()
+        n = _bridge.notifier(loop)
         try:
             rid = _bridge.release(permit._op, n.id, 0)
         except TimelyError as err:
@@ -182,7 +185,7 @@ class RedisSemaphore(Limiter[SemaphoreState]):
 
     def __enter__(self) -> Permit:
         permit = Permit(self._acquire_sync(), self)
-        self._held.setdefault(threading.get_ident(), []).append(permit)
+        self._push(threading.get_ident(), permit)
         return permit
 
     def __exit__(
@@ -202,13 +205,23 @@ class RedisSemaphore(Limiter[SemaphoreState]):
         except TimelyError as err:
             self._release_failed(permit, err)
 
+    def _push(self, key: object, permit: Permit) -> None:
+        held = self._held.get(key)
+        if held is None:
+            self._held[key] = permit
+        elif isinstance(held, list):
+            held.append(permit)
+        else:
+            self._held[key] = [held, permit]
+
     def _pop(self, key: object) -> Permit:
-        permits = self._held.get(key)
-        if not permits:
+        held = self._held.pop(key, None)
+        if held is None:
             raise RuntimeError(f"{self!r} released more times than it was acquired")
-        permit = permits.pop()
-        if not permits:
-            del self._held[key]
+        if not isinstance(held, list):
+            return held
+        permit = held.pop()
+        self._held[key] = held[0] if len(held) == 1 else held
         return permit
 
     def _release_failed(self, permit: Permit, err: Exception) -> None:
