@@ -323,6 +323,7 @@ func (b *TokenBucket) reserve(arrivals []*bucketWaiter) {
 			w.due, w.state = at, waiterQueued
 			w.slot = b.slotLocked(at, received.Add(time.Duration(at-now)*time.Microsecond))
 			w.slot.waiters = append(w.slot.waiters, w)
+			w.req.markWaiting()
 		}
 	}
 }

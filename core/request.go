@@ -15,6 +15,9 @@ type Request struct {
 	err    error
 	onDone func(*Request)
 	cancel func()
+
+	waiting     bool          // Redis has answered that it must wait
+	waitingChan chan struct{} // made by the first caller of Waiting
 }
 
 func newRequest(onDone func(*Request)) *Request {
@@ -23,6 +26,42 @@ func newRequest(onDone func(*Request)) *Request {
 
 // Done is closed once the request has completed.
 func (r *Request) Done() <-chan struct{} { return r.done }
+
+// closedChan is what Waiting returns once the request waits.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// Waiting is closed once Redis has answered that the request must wait
+// (a semaphore waiter queued, a token due later): from then on it can only
+// complete when another process releases, or the token's time comes. A
+// caller that waits a little for a quick answer can stop waiting then. A
+// request that completes at once is never waiting.
+func (r *Request) Waiting() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.waiting {
+		return closedChan
+	}
+	if r.waitingChan == nil {
+		r.waitingChan = make(chan struct{})
+	}
+	return r.waitingChan
+}
+
+// markWaiting records that Redis has answered that the request must wait.
+func (r *Request) markWaiting() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.waiting {
+		r.waiting = true
+		if r.waitingChan != nil {
+			close(r.waitingChan)
+		}
+	}
+}
 
 // Result reports the outcome of a completed request: the permit for a
 // semaphore (nil for a token bucket) and nil, or an error. Before

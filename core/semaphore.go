@@ -548,6 +548,8 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 			s.waiting[w.id] = w
 			if s.early[w.id] {
 				s.grantLocked(w.id)
+			} else {
+				w.req.markWaiting()
 			}
 		default:
 			s.finish(w, nil, ErrMaxSleep)

@@ -78,13 +78,20 @@ func (o *op) doneChan() <-chan struct{} {
 	return o.done
 }
 
-// await gives the outcome to the starting call if it arrives within d;
-// otherwise the notifier will deliver it. It reports whether it did.
+// await gives the outcome to the starting call if it arrives within d,
+// and Redis has not answered that the request must wait (the caller's
+// thread would then only be held up); otherwise the notifier will deliver
+// it. It reports whether it did.
 func (o *op) await(d time.Duration) bool {
 	if d > 0 {
+		var waiting <-chan struct{}
+		if o.req != nil {
+			waiting = o.req.Waiting()
+		}
 		t := time.NewTimer(d)
 		select {
 		case <-o.doneChan():
+		case <-waiting:
 		case <-t.C:
 		}
 		t.Stop()

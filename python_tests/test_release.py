@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from timely import RedisSemaphore
+from timely import RedisSemaphore, RedisTokenBucket
 
 
 async def test_exit_returns_while_redis_is_frozen_and_the_release_lands_later(
@@ -108,3 +108,24 @@ def test_exiting_interpreter_waits_for_releases_still_on_their_way(
     # Landed before the exit: free now, not after the 60 s lease.
     sem = RedisSemaphore(unique_name, 1, server.url, max_sleep=0)
     assert sem.state().holders == 0
+
+
+async def test_an_acquisition_told_to_wait_does_not_hold_the_loop(
+    redis_server: Any, unique_name: str
+) -> None:
+    from timely import _bridge
+
+    sem = RedisSemaphore(unique_name, 1, redis_server.url)
+    bucket = RedisTokenBucket(1, 60, 1, redis_server.url, name=unique_name)
+    async with sem, bucket:
+        # Both now must wait: the permit is held, the next token is a
+        # minute away. Even with a budget of 2 s to wait in the calling
+        # thread, the call returns once Redis has said so.
+        n = _bridge.notifier()
+        for limiter in (sem, bucket):
+            started = time.monotonic()
+            op = _bridge.acquire(limiter._limiter(), n.id, -1, 2_000_000)
+            took = time.monotonic() - started
+            assert op > 0, "pending, not completed"
+            assert took < 1.0, f"{limiter!r}: the call held the thread {took:.3f} s"
+            _bridge.call("Cancel", op)
