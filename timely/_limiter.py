@@ -21,10 +21,12 @@ logger = logging.getLogger("timely")
 P = ParamSpec("P")
 R = TypeVar("R")
 S = TypeVar("S")
+E = TypeVar("E")
 
 
-class Limiter(Generic[S]):
-    """Base of the limiters, whose state reads as an ``S``; not public.
+class Limiter(Generic[S, E]):
+    """Base of the limiters, whose state reads as an ``S`` and whose entry
+    gives an ``E``; not public.
 
     The Go limiter is made on first use in each process, so constructing a
     limiter does no I/O and survives a fork that happens before first use.
@@ -107,11 +109,45 @@ class Limiter(Generic[S]):
         """Read the limiter's state without blocking the event loop."""
         return await asyncio.get_running_loop().run_in_executor(None, self.state)
 
-    # Each limiter defines its own entry; the exit gives nothing back unless
-    # the limiter says otherwise. Declared here for __call__, which guards a
-    # function with them.
-    async def __aenter__(self) -> object:
+    # Entering acquires here, then hands the operation to _entered, which
+    # each limiter defines; the exit gives nothing back unless the limiter
+    # says otherwise.
+    def _entered(self, op: int, key: object) -> E:
+        """What ``async with``/``with`` gives for the acquisition ``op`` (0
+        when failing open), made by the task or thread ``key``."""
         raise NotImplementedError
+
+    async def __aenter__(self) -> E:
+        # The hot path of every ``async with``, kept to one coroutine and
+        # few calls.
+        loop = asyncio.get_running_loop()
+        try:
+            h = self._handle
+            if h is None or self._handle_pid != _bridge.pid:
+                h = self._limiter()
+            n = _bridge.notifier(loop)
+            if n.futures:  # contended: no waiting in this thread
+                op = _bridge.acquire(h, n.id, self._max_sleep_us, 0)
+            else:
+                wait = n.sync_wait_us()
+                started = time.perf_counter()
+                op = _bridge.acquire(h, n.id, self._max_sleep_us, wait)
+                n.spent(started)
+            if op < 0:
+                op = -op
+            else:
+                fut = n.expect(op)
+                try:
+                    await fut
+                except asyncio.CancelledError:
+                    # Whatever the Go side reached (queued, granted, token
+                    # promised), Cancel undoes it: no permit can leak from
+                    # a canceled task.
+                    _bridge.call("Cancel", op)
+                    raise
+        except RedisConnectionError as err:
+            op = self._failed_open(err)
+        return self._entered(op, asyncio.current_task(loop))
 
     async def __aexit__(
         self,
@@ -121,8 +157,12 @@ class Limiter(Generic[S]):
     ) -> None:
         return None
 
-    def __enter__(self) -> object:
-        raise NotImplementedError
+    def __enter__(self) -> E:
+        try:
+            op = self._acquire_sync()
+        except RedisConnectionError as err:
+            op = self._failed_open(err)
+        return self._entered(op, threading.get_ident())
 
     def __exit__(
         self,
@@ -186,44 +226,9 @@ class Limiter(Generic[S]):
                 self._handle, self._handle_pid = self._make(), _bridge.pid
             return self._handle
 
-    async def _acquire_async(self, loop: asyncio.AbstractEventLoop) -> int:
-        """Acquire from a task of the running ``loop``; return the operation
-        id, or 0 when failing open. The hot path of every ``async with``:
-        kept to one coroutine."""
-        try:
-            h = self._limiter()
-            n = _bridge.notifier(loop)
-            wait = n.sync_wait_us()
-            if wait:
-                started = time.perf_counter()
-                op = _bridge.acquire(h, n.id, self._max_sleep_us, wait)
-                n.spent(started)
-            else:
-                op = _bridge.acquire(h, n.id, self._max_sleep_us, 0)
-            if op < 0:
-                return -op
-            fut = n.expect(op)
-            try:
-                await fut
-            except asyncio.CancelledError:
-                # Whatever the Go side reached (queued, granted, token
-                # promised), Cancel undoes it: no permit can leak from a
-                # canceled task.
-                _bridge.call("Cancel", op)
-                raise
-            return op
-        except RedisConnectionError as err:
-            return self._failed_open(err)
-
     def _acquire_sync(self) -> int:
         """Acquire from a thread, blocking it (not the GIL); return the
-        operation id, or 0 when failing open."""
-        try:
-            return self._acquire_sync_strict()
-        except RedisConnectionError as err:
-            return self._failed_open(err)
-
-    def _acquire_sync_strict(self) -> int:
+        operation id."""
         h = self._limiter()
         op: int = _bridge.call("Acquire", h, 0, self._max_sleep_us, 0)
         if op < 0:

@@ -3,7 +3,6 @@ by ``refill_amount`` tokens every ``refill_frequency`` seconds."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import NamedTuple
 
 from . import _bridge, _validate
@@ -19,7 +18,7 @@ class TokenBucketState(NamedTuple):
     """Tokens of future refills already promised to waiting acquisitions."""
 
 
-class RedisTokenBucket(Limiter[TokenBucketState]):
+class RedisTokenBucket(Limiter[TokenBucketState, "RedisTokenBucket"]):
     """A distributed, fair token bucket shared by all processes that use
     the same ``name`` on the same Redis.
 
@@ -100,13 +99,8 @@ class RedisTokenBucket(Limiter[TokenBucketState]):
         )
         return h
 
-    async def __aenter__(self) -> RedisTokenBucket:
-        await self._acquire_async(asyncio.get_running_loop())
-        return self
-
-    def __enter__(self) -> RedisTokenBucket:
-        self._acquire_sync()
-        return self
+    def _entered(self, op: int, key: object) -> RedisTokenBucket:
+        return self  # a token is spent: nothing to give back at exit
 
     def state(self) -> TokenBucketState:
         """Read the bucket's state in Redis (one round trip, blocking)."""

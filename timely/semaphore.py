@@ -82,7 +82,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-class RedisSemaphore(Limiter[SemaphoreState]):
+class RedisSemaphore(Limiter[SemaphoreState, Permit]):
     """A distributed, fair semaphore: at most ``capacity`` holders at once
     among all processes that use the same ``name`` on the same Redis.
 
@@ -152,10 +152,9 @@ class RedisSemaphore(Limiter[SemaphoreState]):
         )
         return h
 
-    async def __aenter__(self) -> Permit:
-        loop = asyncio.get_running_loop()
-        permit = Permit(await self._acquire_async(loop), self)
-        self._push(asyncio.current_task(loop), permit)
+    def _entered(self, op: int, key: object) -> Permit:
+        permit = Permit(op, self)
+        self._push(key, permit)
         return permit
 
     async def __aexit__(
@@ -182,11 +181,6 @@ class RedisSemaphore(Limiter[SemaphoreState]):
         if rid:
             permit._notifier = n
             n.releases[rid] = permit
-
-    def __enter__(self) -> Permit:
-        permit = Permit(self._acquire_sync(), self)
-        self._push(threading.get_ident(), permit)
-        return permit
 
     def __exit__(
         self,
