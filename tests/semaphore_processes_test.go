@@ -89,10 +89,10 @@ func mostAtOnce(holds []interval) int {
 	return most
 }
 
-// semaphoresOnStores returns n semaphores of capacity 3 called name, each
+// semaphoresOnStores returns n semaphores of the capacity called name, each
 // on a Store of its own (its own connections and dispatcher, as n
 // processes would have), closed when the test ends.
-func semaphoresOnStores(t *testing.T, srv *redisServer, name string, n int) []*core.Semaphore {
+func semaphoresOnStores(t *testing.T, srv *redisServer, name string, capacity, n int) []*core.Semaphore {
 	t.Helper()
 	sems := make([]*core.Semaphore, n)
 	for i := range sems {
@@ -101,7 +101,7 @@ func semaphoresOnStores(t *testing.T, srv *redisServer, name string, n int) []*c
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		if sems[i], err = core.NewSemaphore(st, name, 3, core.SemaphoreOptions{}); err != nil {
+		if sems[i], err = core.NewSemaphore(st, name, capacity, core.SemaphoreOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { sems[i].Close() })
@@ -118,7 +118,7 @@ func TestSemaphoreSafetyAcrossStores(t *testing.T) {
 	var mu sync.Mutex
 	var holds []interval
 	var wg sync.WaitGroup
-	for p, sem := range semaphoresOnStores(t, srv, name, 4) {
+	for p, sem := range semaphoresOnStores(t, srv, name, 3, 4) {
 		for i := 0; i < 100; i++ {
 			wg.Add(1)
 			go func(rng *rand.Rand) {
@@ -165,7 +165,7 @@ func TestSemaphoreFIFOAcrossStores(t *testing.T) {
 	var mu sync.Mutex
 	var holds []interval
 	var wg sync.WaitGroup
-	for p, sem := range semaphoresOnStores(t, srv, name, 4) {
+	for p, sem := range semaphoresOnStores(t, srv, name, 3, 4) {
 		for i := 0; i < 40; i++ {
 			wg.Add(1)
 			go func(rng *rand.Rand) {

@@ -248,20 +248,7 @@ func TestSemaphoreExpiredLeaseIsReported(t *testing.T) {
 // of one process often travel in one round; the waiter of another process
 // queued before that acquisition still comes first.
 func TestSemaphoreReleaseBeforeNewArrival(t *testing.T) {
-	srv := startRedis(t)
-	name := uniqueName(t)
-	var sems [2]*core.Semaphore
-	for i := range sems {
-		st, err := core.Open(srv.url(), core.StoreOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		if sems[i], err = core.NewSemaphore(st, name, 1, core.SemaphoreOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { sems[i].Close() })
-	}
+	sems := semaphoresOnStores(t, startRedis(t), uniqueName(t), 1, 2)
 	a, b := sems[0], sems[1]
 	ctx := context.Background()
 	held, err := a.Acquire(ctx, core.Forever)

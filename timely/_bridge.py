@@ -129,28 +129,17 @@ def call(fn: str, *args: Any) -> Any:
 # handle exists.
 
 
-def acquire(h: int, nid: int, max_sleep_us: int, wait_us: int) -> int:
-    """gobridge.Acquire."""
+def fast(fn: str, *args: int) -> int:
+    """Call the generated C function ``fn`` (``gobridge_Acquire``, ...),
+    raising timely's exceptions: call() for the hot paths."""
     try:
-        op: int = _c.gobridge_Acquire(h, nid, max_sleep_us, wait_us)
+        result: int = getattr(_c, fn)(*args)
     except RuntimeError as exc:
         raise translate(exc) from None
     finally:
         if time.monotonic() >= _next_drain:
             drain_logs()
-    return op
-
-
-def release(op: int, nid: int, wait_us: int) -> int:
-    """gobridge.Release."""
-    try:
-        rid: int = _c.gobridge_Release(op, nid, wait_us)
-    except RuntimeError as exc:
-        raise translate(exc) from None
-    finally:
-        if time.monotonic() >= _next_drain:
-            drain_logs()
-    return rid
+    return result
 
 
 _LEVELS = {

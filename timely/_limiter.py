@@ -127,11 +127,11 @@ class Limiter(Generic[S, E]):
                 h = self._limiter()
             n = _bridge.notifier(loop)
             if n.futures:  # contended: no waiting in this thread
-                op = _bridge.acquire(h, n.id, self._max_sleep_us, 0)
+                op = _bridge.fast("gobridge_Acquire", h, n.id, self._max_sleep_us, 0)
             else:
                 wait = n.sync_wait_us()
                 started = time.perf_counter()
-                op = _bridge.acquire(h, n.id, self._max_sleep_us, wait)
+                op = _bridge.fast("gobridge_Acquire", h, n.id, self._max_sleep_us, wait)
                 n.spent(started)
             if op < 0:
                 op = -op

@@ -173,7 +173,7 @@ class RedisSemaphore(Limiter[SemaphoreState, Permit]):
         # gone makes permit.lost true and logs a warning.
         n = _bridge.notifier(loop)
         try:
-            rid = _bridge.release(permit._op, n.id, 0)
+            rid = _bridge.fast("gobridge_Release", permit._op, n.id, 0)
         except TimelyError as err:
             self._release_failed(permit, err)
             return
