@@ -66,10 +66,12 @@ type Semaphore struct {
 	arrivals []*semWaiter           // not yet sent to Redis, in arrival order
 	leaving  []string               // ids to release or withdraw
 	releases map[string]func(error) // callbacks of the releases in leaving
+	released uint64                 // releases queued so far
 
 	mu       sync.Mutex
 	orphans  map[string]time.Time   // ids whose release failed, and since when
 	inflight map[string]func(error) // callbacks of the releases sent
+	answered uint64                 // releases queued so far and answered
 	sent     map[string]bool        // ids in a round's call under way
 	early    map[string]bool        // of those, announced before their reply
 	recheck  bool                   // announcements may have been missed
@@ -416,6 +418,7 @@ func (s *Semaphore) recoverPanic() {
 	s.broken = err
 	arrivals, releases := s.arrivals, s.releases
 	s.arrivals, s.releases = nil, nil
+	s.answered = s.released // failed below: nothing more to wait for
 	s.in.Unlock()
 	for _, w := range arrivals {
 		s.finish(w, nil, err)
@@ -439,6 +442,7 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 	s.in.Lock()
 	leaving, taken, releases := s.leaving, s.arrivals, s.releases
 	s.leaving, s.arrivals, s.releases = nil, nil, nil
+	released := s.released // this round answers every release up to here
 	s.in.Unlock()
 	recheck := s.recheck
 	s.recheck = false
@@ -468,6 +472,9 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 	if len(leaving) > 0 || len(arrivals) > 0 {
 		poll = s.round(leaving, arrivals)
 	}
+	s.mu.Lock()
+	s.answered = released
+	s.mu.Unlock()
 	if renewDue || recheck {
 		poll = s.renew()
 	}
@@ -741,6 +748,7 @@ func (s *Semaphore) release(p *Permit, done func(error)) {
 		s.releases[p.id] = done
 	}
 	s.leaving = append(s.leaving, p.id)
+	s.released++
 	s.in.Unlock()
 	s.poke()
 }
@@ -802,18 +810,20 @@ type SemaphoreState struct {
 	Waiters int
 }
 
-// Settle waits until every release queued in this process so far has had
-// its answer from Redis (or failed, to be retried until its lease ends),
-// or ctx ends first. Releases run in the background; Settle is for a
-// caller that must see them done, such as a process about to exit.
+// Settle waits until every release queued in this process before the
+// call has had its answer from Redis (a failed one is retried until its
+// lease would have ended), or ctx ends first. Releases run in the
+// background; Settle is for a caller that must see them done, such as a
+// process about to exit. Releases queued after the call do not delay it.
 func (s *Semaphore) Settle(ctx context.Context) error {
+	s.in.Lock()
+	target := s.released
+	s.in.Unlock()
 	for {
 		s.mu.Lock()
-		s.in.Lock()
-		busy := len(s.leaving) > 0 || len(s.releases) > 0 || len(s.inflight) > 0
-		s.in.Unlock()
+		done := s.answered >= target
 		s.mu.Unlock()
-		if !busy {
+		if done {
 			return nil
 		}
 		select {

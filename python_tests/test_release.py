@@ -131,3 +131,4 @@ async def test_an_acquisition_told_to_wait_does_not_hold_the_loop(
             assert op > 0, "pending, not completed"
             assert took < 1.0, f"{limiter!r}: the call held the thread {took:.3f} s"
             _bridge.call("Cancel", op)
+

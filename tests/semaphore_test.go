@@ -184,7 +184,14 @@ func TestSemaphoreCancelLeavesNothing(t *testing.T) {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				cctx, cancel := context.WithTimeout(ctx, time.Duration(i%21)*time.Millisecond)
+				// Waits of 0-20 ms end at every stage of a request; every
+				// tenth waits long enough to be served however slow the
+				// machine, so that both outcomes always occur.
+				wait := time.Duration(i%21) * time.Millisecond
+				if i%10 == 9 {
+					wait = 10 * time.Second
+				}
+				cctx, cancel := context.WithTimeout(ctx, wait)
 				defer cancel()
 				p, err := sem.Acquire(cctx, core.Forever)
 				if err == nil {
