@@ -72,8 +72,7 @@ type Semaphore struct {
 	orphans  map[string]time.Time   // ids whose release failed, and since when
 	inflight map[string]func(error) // callbacks of the releases sent
 	answered uint64                 // releases queued so far and answered
-	sent     map[string]bool        // ids in a round's call under way
-	early    map[string]bool        // of those, announced before their reply
+	sent     map[string]bool        // ids in a call under way; true: granted before its reply
 	recheck  bool                   // announcements may have been missed
 	waiting  map[string]*semWaiter
 	holding  map[string]*Permit
@@ -139,7 +138,6 @@ func NewSemaphore(store *Store, name string, capacity int,
 		head:     []any{capacity, expiry.Milliseconds(), channel},
 		orphans:  map[string]time.Time{},
 		sent:     map[string]bool{},
-		early:    map[string]bool{},
 		waiting:  map[string]*semWaiter{},
 		holding:  map[string]*Permit{},
 		kick:     make(chan struct{}, 1),
@@ -394,11 +392,11 @@ func (s *Semaphore) notice(payload string, resubscribed bool) {
 		if s.grantLocked(id) {
 			continue
 		}
-		if s.sent[id] {
+		if _, ok := s.sent[id]; ok {
 			// The grant overtook the reply of the call that queued it,
 			// which travels on another connection: the round finds it
 			// here. (Other ids were granted already, or withdrawn.)
-			s.early[id] = true
+			s.sent[id] = true
 		}
 	}
 }
@@ -451,7 +449,7 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 	for _, w := range taken {
 		if w.state == waiterNew { // not withdrawn since it was queued
 			w.state = waiterSent
-			s.sent[w.id] = true
+			s.sent[w.id] = false
 			arrivals = append(arrivals, w)
 		}
 	}
@@ -518,19 +516,12 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 
 	s.mu.Lock()
 	defer s.unlock()
-	early := s.early
-	for _, w := range arrivals {
+	// After this reply a grant finds its waiter queued, and the ids of
+	// waiters withdrawn meanwhile are settled by their leave call.
+	announced := make([]bool, len(arrivals))
+	for i, w := range arrivals {
+		announced[i] = s.sent[w.id]
 		delete(s.sent, w.id)
-	}
-	if len(early) > 0 {
-		// Kept only until this reply: after it, a grant finds its waiter
-		// queued, and the ids of waiters withdrawn meanwhile are settled by
-		// their leave call.
-		defer func() {
-			for _, w := range arrivals {
-				delete(early, w.id)
-			}
-		}()
 	}
 	s.settleLeaving(leaving, left, err)
 	if err != nil {
@@ -553,7 +544,7 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 		case 0:
 			w.state = waiterQueued
 			s.waiting[w.id] = w
-			if s.early[w.id] {
+			if announced[i] {
 				s.grantLocked(w.id)
 			} else {
 				w.req.markWaiting()

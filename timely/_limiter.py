@@ -126,13 +126,13 @@ class Limiter(Generic[S, E]):
             if h is None or self._handle_pid != _bridge.pid:
                 h = self._limiter()
             n = _bridge.notifier(loop)
-            if n.futures:  # contended: no waiting in this thread
-                op = _bridge.fast("gobridge_Acquire", h, n.id, self._max_sleep_us, 0)
-            else:
-                wait = n.sync_wait_us()
+            wait = n.sync_wait_us()  # 0 while others of this loop wait
+            if wait:
                 started = time.perf_counter()
                 op = _bridge.fast("gobridge_Acquire", h, n.id, self._max_sleep_us, wait)
                 n.spent(started)
+            else:
+                op = _bridge.fast("gobridge_Acquire", h, n.id, self._max_sleep_us, 0)
             if op < 0:
                 op = -op
             else:
