@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, TypeAlias
+from typing import Any, BinaryIO, TypeAlias
 
 import pytest
 
@@ -338,6 +338,30 @@ ACL_COMMANDS = (
 """The commands a user of timely needs on a standalone server or a
 Sentinel-managed master: the scripts' own commands (ACLs apply inside
 scripts), running scripts, and Pub/Sub for grants. The README shows it."""
+
+
+Record: TypeAlias = dict[str, Any]
+Inversions: TypeAlias = list[tuple[Record, Record]]
+
+
+def overtaken(records: list[Record], served: str, jitter: float) -> Inversions:
+    """The pairs (a, b) of records whose "ask" times are further apart than
+    jitter, b asking later, where b was still served (time ``served``) more
+    than jitter before a: each breaks FIFO beyond the jitter of recording
+    the times and reaching Redis."""
+    by_ask = sorted(records, key=lambda r: r["ask"])
+    return [
+        (a, b)
+        for i, a in enumerate(by_ask)
+        for b in by_ask[i + 1 :]
+        if b["ask"] - a["ask"] > jitter and a[served] - b[served] > jitter
+    ]
+
+
+@pytest.fixture
+def fifo_overtaken() -> Callable[[list[Record], str, float], Inversions]:
+    """:func:`overtaken`, for test modules (which cannot import this one)."""
+    return overtaken
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -102,7 +102,9 @@ async def test_safety_across_processes_with_cancellations(
     assert await settled(sem, (3, 0, 0)) == (3, 0, 0), "permits leaked"
 
 
-async def test_fifo_across_processes(redis_server: Any, unique_name: str) -> None:
+async def test_fifo_across_processes(
+    redis_server: Any, unique_name: str, fifo_overtaken: Any
+) -> None:
     records = run_task_workers(
         4,
         url=redis_server.url,
@@ -118,14 +120,7 @@ async def test_fifo_across_processes(redis_server: Any, unique_name: str) -> Non
     assert len(queued) >= 40, "the test needs a queue to check its order"
     # For every two waiters whose asks are further apart than the jitter of
     # recording them and reaching Redis, the earlier is granted first.
-    jitter = 0.03
-    by_ask = sorted(records, key=lambda r: r["ask"])
-    inversions = [
-        (a, b)
-        for i, a in enumerate(by_ask)
-        for b in by_ask[i + 1 :]
-        if b["ask"] - a["ask"] > jitter and a["grant"] - b["grant"] > jitter
-    ]
+    inversions = fifo_overtaken(records, "grant", 0.03)
     assert inversions == [], f"{len(inversions)} waiters overtaken, e.g. {inversions[0]}"
 
 
