@@ -24,6 +24,12 @@ const DefaultExpiry = 10 * time.Second
 // Redis fails requests instead of hanging them.
 const callTimeout = 5 * time.Second
 
+// keepEvery is how often a round asks the script to keep (refresh the
+// TTLs of) every key of its semaphore; the rounds in between leave the
+// TTLs alone unless they create a key. It must stay well under the 1 s
+// by which a key's TTL outlasts the entries it covers.
+const keepEvery = 250 * time.Millisecond
+
 // SemaphoreOptions tunes a Semaphore. The zero value gives the defaults.
 type SemaphoreOptions struct {
 	// Expiry is how long a permit or a queue place outlives the last
@@ -80,7 +86,8 @@ type Semaphore struct {
 	stop     chan struct{}
 	stopped  chan struct{}
 
-	renewFailed bool // the last renewal failed: retry sooner; dispatcher only
+	renewFailed bool      // the last renewal failed: retry sooner; dispatcher only
+	keptAt      time.Time // when the last call that kept every key was sent; dispatcher only
 
 	// later holds what must run once mu is released: completions, which
 	// run the callers' onDone, and release callbacks. Run under the lock,
@@ -494,8 +501,14 @@ func (s *Semaphore) call(script *redis.Script, args []any) ([]any, error) {
 // in one call, reports each release, and completes the arrivals granted
 // or refused at once. It returns how soon to look again when some wait.
 func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration {
-	args := make([]any, 0, 1+len(leaving)+2*len(arrivals))
-	args = append(args, len(leaving))
+	sent := time.Now()
+	refresh := sent.Sub(s.keptAt) >= keepEvery
+	flag := "0"
+	if refresh {
+		flag = "1"
+	}
+	args := make([]any, 0, 2+len(leaving)+2*len(arrivals))
+	args = append(args, flag, len(leaving))
 	for _, id := range leaving {
 		args = append(args, id)
 	}
@@ -512,6 +525,9 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 	var wait int64
 	if err == nil {
 		left, statuses, granted, wait, err = parseRoundReply(reply, len(leaving), len(arrivals))
+	}
+	if err == nil && refresh {
+		s.keptAt = sent
 	}
 
 	s.mu.Lock()
@@ -612,6 +628,7 @@ func (s *Semaphore) renew() time.Duration {
 		return -1
 	}
 
+	sent := time.Now()
 	reply, err := s.call(semaphoreRenew, ids)
 	var statuses []int64
 	var granted []string
@@ -626,6 +643,7 @@ func (s *Semaphore) renew() time.Duration {
 		s.failWaiting(err)
 		return -1
 	}
+	s.keptAt = sent
 
 	s.mu.Lock()
 	defer s.unlock()

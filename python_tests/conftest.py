@@ -333,7 +333,7 @@ SENTINEL_DOWN_AFTER_MS = 1000
 ACL_COMMANDS = (
     "+evalsha +eval +time +hget +hmget +hset +hincrby +pexpire +publish "
     "+zadd +zcard +zcount +zrange +zrangebyscore +zrem +zremrangebyscore "
-    "+zmscore +subscribe +unsubscribe +ping"
+    "+zmscore +zpopmin +subscribe +unsubscribe +ping"
 )
 """The commands a user of timely needs on a standalone server or a
 Sentinel-managed master: the scripts' own commands (ACLs apply inside

@@ -10,14 +10,17 @@
 -- the rest belongs to each script.
 --
 -- Clock: the Redis server's TIME, read once per call, in whole ms.
--- TTLs: a call that adds or extends a lease or a queue place, or writes
--- info, sets the TTL of the keys it wrote to expiry + 1 s, so that no key
--- outlives its entries by more than that. A call that only removes
--- entries leaves the TTLs alone. Live processes renew at least every
--- expiry / 3; once nobody has for longer than expiry, every lease and
--- queue place has run out anyway. The info hash (with the arrivals
--- counter that orders the queue) is written, so kept, whenever an entry
--- is queued.
+-- TTLs: a "keep" sets the TTL of the keys to expiry + 1 s. Renewals keep
+-- all four keys. A round keeps them all when its process asks (it does so
+-- when its own last keep is older than a quarter of a second), and keeps
+-- a set it creates (it was empty: its TTL is gone); any other lease or
+-- queue place a round adds is due within expiry + 0.25 s of a keep, so
+-- covered by its TTL. That spares a round its PEXPIREs, which cost more
+-- server time than the work they guard. The info hash (with the arrivals
+-- counter that orders the queue) is kept with the queue, so never
+-- outlives it. Live processes renew at least every expiry / 3; once
+-- nobody has for longer than expiry, every lease and queue place has run
+-- out anyway.
 --
 -- Cost: each redis.call costs a few us of server time whatever it does,
 -- so the scripts batch ids into variadic calls and skip calls that could
@@ -70,28 +73,32 @@ end
 -- Hand free permits to the head of the queue, in arrival order. Waiters
 -- named in own belong to the caller, which reads them from the reply; the
 -- others are announced on the channel so that their process wakes them.
--- free is the number of free permits, when the caller has counted them.
-local function grant(now, own, free)
+-- free is the number of free permits, when the caller has counted them
+-- (capacity - free leases are held). kept means the caller keeps the keys
+-- itself; otherwise holders is kept here when this call creates it.
+local function grant(now, own, free, kept)
   local granted = {}
   free = free or capacity - redis.call('ZCARD', holders)
   if free <= 0 then
     return granted
   end
-  local heads = redis.call('ZRANGE', queue, 0, free - 1)
-  if #heads == 0 then
+  local popped = redis.call('ZPOPMIN', queue, free)
+  if #popped == 0 then
     return granted
   end
   local others = {}
-  for _, id in ipairs(heads) do
+  for i = 1, #popped, 2 do
+    local id = popped[i]
     granted[#granted + 1] = id
     if not own[id] then
       others[#others + 1] = id
     end
   end
-  zadd_all(holders, heads, function() return now + expiry end)
-  zrem_all(queue, heads)
-  zrem_all(places, heads)
-  redis.call('PEXPIRE', holders, expiry + 1000)
+  zadd_all(holders, granted, function() return now + expiry end)
+  zrem_all(places, granted)
+  if not kept and free >= capacity then
+    redis.call('PEXPIRE', holders, expiry + 1000)
+  end
   if #others > 0 then
     redis.call('PUBLISH', channel, table.concat(others, ' '))
   end

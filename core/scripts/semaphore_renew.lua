@@ -46,6 +46,6 @@ local deadline = function() return now + expiry end
 zadd_all(holders, leases, deadline)
 zadd_all(places, places_kept, deadline)
 
-local granted = grant(now, own)
+local granted = grant(now, own, nil, true)
 keep(holders, queue, places, info)
 return {statuses, granted, first_deadline(now)}

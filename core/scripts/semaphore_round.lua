@@ -1,9 +1,11 @@
 -- One dispatcher round of a process: release permits and withdraw waiters,
 -- then enqueue new waiters, and grant what is free in arrival order.
 --
--- ARGV[4] n, how many ids leave; ARGV[5 .. 4+n] those ids: each gives back
+-- ARGV[4] "1" to keep every key and write info (see the header on TTLs),
+--   else "0".
+-- ARGV[5] n, how many ids leave; ARGV[6 .. 5+n] those ids: each gives back
 --   its permit, or leaves the queue.
--- ARGV[5+n ..] pairs (id, wait) of new waiters: wait "1" keeps the waiter
+-- ARGV[6+n ..] pairs (id, wait) of new waiters: wait "1" keeps the waiter
 --   queued until a permit comes, "0" takes a permit only if one is free
 --   for it at once. Each id is new to Redis: the dispatcher sends an id
 --   once, or again only after Redis reported it unknown (its queue place
@@ -18,9 +20,13 @@
 --   granted lists every id granted by this call, the caller's and others';
 --   wait_ms is the time until the earliest lease deadline while anyone is
 --   queued, else -1.
+--
+-- Every redis.call costs a few us of server time, so each step below
+-- skips the calls that could change nothing.
 
 local now = now_ms()
-local n = tonumber(ARGV[4])
+local refresh = ARGV[4] == '1'
+local n = tonumber(ARGV[5])
 
 -- Expired leases always go (they decide what is free); expired queue
 -- places only matter, so only cost a call, when someone is queued.
@@ -35,16 +41,27 @@ if waiting > 0 then
   end
 end
 
--- Each leaving id gives back its permit, or else its queue place; the
--- memberships are read first, so that every removal is one call.
+-- Each leaving id gives back its permit, or else its queue place. A lone
+-- id learns which from ZREM's count; a batch reads the memberships first,
+-- so that every removal is one call.
 local own, left = {}, {}
 local leaving = {}
-for i = 5, 4 + n do
+for i = 6, 5 + n do
   leaving[#leaving + 1] = ARGV[i]
   own[ARGV[i]] = true
 end
-if n > 0 then
-  local held = members(holders, leaving)
+local held, queued = {}, {}
+if n == 1 then
+  held[leaving[1]] = redis.call('ZREM', holders, leaving[1]) == 1
+  if not held[leaving[1]] and waiting > 0 then
+    queued[leaving[1]] = redis.call('ZREM', queue, leaving[1]) == 1
+    if queued[leaving[1]] then
+      redis.call('ZREM', places, leaving[1])
+      waiting = waiting - 1
+    end
+  end
+elseif n > 1 then
+  held = members(holders, leaving)
   local released, withdrawn = {}, {}
   for _, id in ipairs(leaving) do
     if held[id] then
@@ -54,7 +71,6 @@ if n > 0 then
     end
   end
   zrem_all(holders, released)
-  local queued = {}
   if waiting > 0 and #withdrawn > 0 then
     queued = members(queue, withdrawn)
     local gone = {}
@@ -67,35 +83,34 @@ if n > 0 then
     zrem_all(places, gone)
     waiting = waiting - #gone
   end
-  for k, id in ipairs(leaving) do
-    if held[id] then
-      left[k] = 1
-    elseif queued[id] then
-      left[k] = 2
-    else
-      left[k] = 0
-    end
+end
+for k, id in ipairs(leaving) do
+  if held[id] then
+    left[k] = 1
+  elseif queued[id] then
+    left[k] = 2
+  else
+    left[k] = 0
   end
 end
 
--- Permits freed by the releases go to the head of the queue first.
+-- Permits freed by the releases go to the head of the queue first. From
+-- here on, free = capacity minus the leases held.
 local granted, free = {}, nil
 if n > 0 and waiting > 0 then
   free = capacity - redis.call('ZCARD', holders)
-  granted = grant(now, own, free)
+  granted = grant(now, own, free, refresh)
   free = free - #granted
   waiting = waiting - #granted
 end
 
 local ids = {}
-for i = 5 + n, #ARGV, 2 do
+for i = 6 + n, #ARGV, 2 do
   ids[#ids + 1] = ARGV[i]
   own[ARGV[i]] = true
 end
 local statuses = {}
 if #ids > 0 then
-  redis.call('HSET', info, 'capacity', capacity, 'expiry_ms', expiry)
-  keep(info)
   free = free or capacity - redis.call('ZCARD', holders)
 
   -- When nobody waits, the first free ids take their permits at once and
@@ -106,31 +121,35 @@ if #ids > 0 then
     for k, id in ipairs(ids) do
       if k <= free then
         direct[#direct + 1] = id
-      elseif ARGV[4 + n + 2 * k] == '1' then
+      elseif ARGV[5 + n + 2 * k] == '1' then
         rest[#rest + 1] = id
       end
     end
     if #direct > 0 then
       zadd_all(holders, direct, function() return now + expiry end)
-      keep(holders)
+      if not refresh and free >= capacity then
+        keep(holders)
+      end
     end
     free = free - #direct
   end
 
   -- The others join the back of the queue in one batch, numbered by the
   -- shared arrivals counter, then the head of the queue gets what is free.
-  local queued = {}
+  local queued_now = {}
   if #rest > 0 then
     local last = redis.call('HINCRBY', info, 'arrivals', #rest)
     local first = last - #rest
     zadd_all(queue, rest, function(k) return first + k end, 'NX')
     zadd_all(places, rest, function() return now + expiry end)
-    keep(queue, places)
+    if not refresh and waiting == 0 then
+      keep(queue, places, info)
+    end
     waiting = waiting + #rest
     for _, id in ipairs(rest) do
-      queued[id] = true
+      queued_now[id] = true
     end
-    local heads = grant(now, own, free)
+    local heads = grant(now, own, free, refresh)
     waiting = waiting - #heads
     for _, id in ipairs(heads) do
       granted[#granted + 1] = id
@@ -149,8 +168,8 @@ if #ids > 0 then
   for k, id in ipairs(ids) do
     if got[id] then
       statuses[k] = 1
-    elseif ARGV[4 + n + 2 * k] == '0' then
-      if queued[id] then
+    elseif ARGV[5 + n + 2 * k] == '0' then
+      if queued_now[id] then
         refused[#refused + 1] = id
       end
       statuses[k] = -1
@@ -165,8 +184,11 @@ if #ids > 0 then
   end
 end
 
--- Only removals when nobody arrived: the TTLs still cover what is left
--- (grant keeps the holders it adds).
+if refresh then
+  redis.call('HSET', info, 'capacity', capacity, 'expiry_ms', expiry)
+  keep(holders, queue, places, info)
+end
+
 local wait_ms = -1
 if waiting > 0 then
   wait_ms = first_deadline(now)
