@@ -10,8 +10,9 @@ func keyPrefix(kind, name string) string {
 }
 
 // semaphoreKeys returns the KEYS of the semaphore scripts, in their order,
-// and the channel on which grants are announced.
-func semaphoreKeys(name string) (keys []string, channel string) {
+// and the start of the channels on which grants are announced: each
+// process listens on grants + ":" + its token.
+func semaphoreKeys(name string) (keys []string, grants string) {
 	p := keyPrefix("sem", name)
 	return []string{p + ":holders", p + ":queue", p + ":places", p + ":info"},
 		p + ":grants"

@@ -46,8 +46,10 @@ type SemaphoreOptions struct {
 //
 // Each permit is a lease that the Semaphore renews in the background while
 // it is held. Keys (all with TTL expiry + 1 s, refreshed by every call):
-// timely:{sem:NAME}:holders, :queue, :places and :info; grants are
-// announced on the channel timely:{sem:NAME}:grants.
+// timely:{sem:NAME}:holders, :queue, :places and :info. Grants are
+// announced on timely:{sem:NAME}:grants:TOKEN, TOKEN being the random
+// prefix of this Semaphore's permit ids: a grant wakes only the process
+// it is for, however many share the semaphore.
 //
 // A Semaphore is safe for concurrent use. Its dispatcher goroutine starts on
 // the first acquisition and stops on Close.
@@ -133,16 +135,17 @@ func NewSemaphore(store *Store, name string, capacity int,
 	if expiry < 100*time.Millisecond {
 		return nil, fmt.Errorf("timely: semaphore expiry must be >= 100ms, not %v", expiry)
 	}
-	keys, channel := semaphoreKeys(name)
+	keys, grants := semaphoreKeys(name)
+	token := processToken()
 	return &Semaphore{
 		store:    store,
 		name:     name,
 		capacity: capacity,
 		expiry:   expiry,
 		keys:     keys,
-		channel:  channel,
-		idPrefix: processToken(),
-		head:     []any{capacity, expiry.Milliseconds(), channel},
+		channel:  grants + ":" + token,
+		idPrefix: token,
+		head:     []any{capacity, expiry.Milliseconds(), grants},
 		orphans:  map[string]time.Time{},
 		sent:     map[string]bool{},
 		waiting:  map[string]*semWaiter{},
@@ -394,7 +397,7 @@ func (s *Semaphore) notice(payload string, resubscribed bool) {
 	}
 	for _, id := range strings.Fields(payload) {
 		if !strings.HasPrefix(id, s.idPrefix+":") {
-			continue // another process's waiter
+			continue // not ours: only a foreign publisher could send it
 		}
 		if s.grantLocked(id) {
 			continue

@@ -342,3 +342,58 @@ func TestSemaphoreRecoversAMissedGrant(t *testing.T) {
 		t.Fatal("the missed grant was not recovered at reconnection")
 	}
 }
+
+// A grant is announced to the process whose waiter it is, and to no
+// other: with many processes sharing a semaphore, a release must not wake
+// them all.
+func TestSemaphoreGrantReachesOnlyItsProcess(t *testing.T) {
+	srv := startRedis(t)
+	name := uniqueName(t)
+	sems := semaphoresOnStores(t, srv, name, 1, 4)
+	ctx := context.Background()
+
+	spy := redis.NewClient(&redis.Options{Addr: srv.addr()})
+	t.Cleanup(func() { spy.Close() })
+	ps := spy.PSubscribe(ctx, "timely:{sem:"+name+"}:grants*")
+	t.Cleanup(func() { ps.Close() })
+	if _, err := ps.Receive(ctx); err != nil { // the confirmation
+		t.Fatal(err)
+	}
+
+	held, err := sems[0].Acquire(ctx, core.Forever)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Processes 1..3 queue in turn; each release hands the permit on.
+	reqs := make([]*core.Request, 0, 3)
+	for _, s := range sems[1:] {
+		reqs = append(reqs, s.Start(core.Forever, nil))
+		waitState(t, sems[0], core.SemaphoreState{Capacity: 1, Holders: 1, Waiters: len(reqs)})
+	}
+	for i, req := range reqs {
+		if err := held.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if held, err = req.Wait(ctx); err != nil {
+			t.Fatalf("waiter of process %d: %v", i+1, err)
+		}
+		msg, err := ps.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		token, _, _ := strings.Cut(held.ID(), ":")
+		want := "timely:{sem:" + name + "}:grants:" + token
+		if msg.Channel != want || msg.Payload != held.ID() {
+			t.Fatalf("grant of %s announced as %q on %s, want it alone on %s",
+				held.ID(), msg.Payload, msg.Channel, want)
+		}
+	}
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing else was published: no process heard another's grant.
+	msg, err := ps.ReceiveTimeout(ctx, 200*time.Millisecond)
+	if err == nil {
+		t.Fatalf("unexpected announcement %v", msg)
+	}
+}

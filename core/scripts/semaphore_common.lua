@@ -6,8 +6,10 @@
 -- KEYS[3] places:  sorted set, member = waiter id, score = deadline of the
 --         queue place in ms on the Redis clock
 -- KEYS[4] info:    hash, fields capacity, expiry_ms, arrivals (counter)
--- ARGV[1] capacity (permits), ARGV[2] expiry (ms), ARGV[3] grant channel;
--- the rest belongs to each script.
+-- ARGV[1] capacity (permits), ARGV[2] expiry (ms), ARGV[3] the start of
+-- the grant channels: a waiter's grant is announced on ARGV[3] .. ':' ..
+-- the process token that starts its id (ids are TOKEN:SEQ), so that it
+-- wakes only the process it is for. The rest belongs to each script.
 --
 -- Clock: the Redis server's TIME, read once per call, in whole ms.
 -- TTLs: a "keep" sets the TTL of the keys to expiry + 1 s. Renewals keep
@@ -72,7 +74,8 @@ end
 
 -- Hand free permits to the head of the queue, in arrival order. Waiters
 -- named in own belong to the caller, which reads them from the reply; the
--- others are announced on the channel so that their process wakes them.
+-- others are announced on their process's channel, one PUBLISH per
+-- process, so that it wakes them.
 -- free is the number of free permits, when the caller has counted them
 -- (capacity - free leases are held). kept means the caller keeps the keys
 -- itself; otherwise holders is kept here when this call creates it.
@@ -86,12 +89,17 @@ local function grant(now, own, free, kept)
   if #popped == 0 then
     return granted
   end
-  local others = {}
+  local others, tokens = {}, {}
   for i = 1, #popped, 2 do
     local id = popped[i]
     granted[#granted + 1] = id
     if not own[id] then
-      others[#others + 1] = id
+      local token = string.sub(id, 1, (string.find(id, ':', 1, true) or 0) - 1)
+      if not others[token] then
+        others[token] = {}
+        tokens[#tokens + 1] = token
+      end
+      table.insert(others[token], id)
     end
   end
   zadd_all(holders, granted, function() return now + expiry end)
@@ -99,8 +107,8 @@ local function grant(now, own, free, kept)
   if not kept and free >= capacity then
     redis.call('PEXPIRE', holders, expiry + 1000)
   end
-  if #others > 0 then
-    redis.call('PUBLISH', channel, table.concat(others, ' '))
+  for _, token in ipairs(tokens) do
+    redis.call('PUBLISH', channel .. ':' .. token, table.concat(others[token], ' '))
   end
   return granted
 end
