@@ -47,6 +47,7 @@ type TokenBucket struct {
 	arrivals  []*bucketWaiter
 	givebacks []any // due times (us) of canceled waiters' tokens
 	slots     map[int64]*bucketSlot
+	clock     redisClock // the Redis clock, read by the reserve calls
 	kick      chan struct{}
 	stop      chan struct{}
 	stopped   chan struct{}
@@ -107,6 +108,7 @@ func NewTokenBucket(store *Store, name string, capacity, refillAmount int,
 		keys:     bucketKeys(name),
 		head:     []any{capacity, refillAmount, refillPeriod.Microseconds()},
 		slots:    map[int64]*bucketSlot{},
+		clock:    newRedisClock(),
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
@@ -287,6 +289,7 @@ func (b *TokenBucket) reserve(arrivals []*bucketWaiter) {
 		}
 	}
 	ctx, cancel := context.WithTimeout(background, callTimeout)
+	sent := time.Now()
 	v, err := b.call(ctx, bucketReserve, args)
 	cancel()
 	received := time.Now()
@@ -301,12 +304,14 @@ func (b *TokenBucket) reserve(arrivals []*bucketWaiter) {
 	b.mu.Lock()
 	defer b.unlock()
 	if err != nil {
+		b.clock.forget()
 		for _, w := range arrivals {
 			b.finish(w, err)
 		}
 		return
 	}
 	now := due[0]
+	b.clock.observe(now, sent, received)
 	for i, w := range arrivals {
 		at := due[i+1]
 		switch {
@@ -321,7 +326,7 @@ func (b *TokenBucket) reserve(arrivals []*bucketWaiter) {
 			b.finish(w, nil)
 		default:
 			w.due, w.state = at, waiterQueued
-			w.slot = b.slotLocked(at, received.Add(time.Duration(at-now)*time.Microsecond))
+			w.slot = b.slotLocked(at, b.clock.local(at))
 			w.slot.waiters = append(w.slot.waiters, w)
 			w.req.markWaiting()
 		}
@@ -341,9 +346,9 @@ type bucketSlot struct {
 const wakeEarly = 2 * time.Millisecond
 
 // slotLocked returns the slot of the tokens due at (us, Redis clock),
-// starting its timer if it is new. due is that time on our clock: the span
-// measured on the Redis clock, counted from when the reply came, after the
-// script ran, so that no waiter ever passes before its token's time.
+// starting its timer if it is new. due is that time on our clock, never
+// before the Redis clock reaches it (see redisClock), so that no waiter
+// ever passes before its token's time.
 func (b *TokenBucket) slotLocked(at int64, due time.Time) *bucketSlot {
 	if sl := b.slots[at]; sl != nil {
 		return sl

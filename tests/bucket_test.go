@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"timely/core"
 )
 
@@ -276,5 +278,64 @@ func TestBucketStateOutlivesItsReservations(t *testing.T) {
 	}
 	for _, r := range reqs {
 		r.Cancel()
+	}
+}
+
+// redisOffset returns an upper bound of the Redis clock minus the local
+// clock (us since base), from the quickest of a few TIME round trips: the
+// server read its clock after the call was sent.
+func redisOffset(t *testing.T, rdb *redis.Client, base time.Time) int64 {
+	t.Helper()
+	best := int64(math.MaxInt64)
+	for i := 0; i < 50; i++ {
+		sent := time.Since(base).Microseconds()
+		now, err := rdb.Time(context.Background()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		best = min(best, now.UnixMicro()-sent)
+	}
+	return best
+}
+
+// A waiter passes no sooner than its token is due on the Redis clock,
+// although its process maps that time onto its own clock from replies
+// that may be quick or slow.
+func TestBucketNeverBeforeItsTokensTime(t *testing.T) {
+	srv := startRedis(t)
+	st, err := core.Open(srv.url(), core.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// A waiter late by half a period (a stall of this machine) would read
+	// as early: 50 ms keeps that far out of reach.
+	const period = 50 * time.Millisecond
+	b := newBucket(t, st, 1, 1, period)
+	base := time.Now()
+	var passed []int64 // us since base
+	for i := 0; i < 40; i++ {
+		if err := b.Wait(context.Background(), core.Forever); err != nil {
+			t.Fatal(err)
+		}
+		passed = append(passed, time.Since(base).Microseconds())
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: srv.addr()})
+	defer rdb.Close()
+	slot, err := rdb.HGet(context.Background(), "timely:{bucket:"+b.Name()+"}", "slot").Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	offset := redisOffset(t, rdb, base)
+	// Refills come at slot + k * period on the Redis clock. Each waiter
+	// after the first (which found the bucket full) waited for one; at
+	// most, the Redis clock read passed + offset when it passed, so a
+	// waiter that went early shows up as nearly a whole period late.
+	for i, p := range passed[1:] {
+		late := time.Duration(((p+offset-slot)%period.Microseconds()+period.Microseconds())%
+			period.Microseconds()) * time.Microsecond
+		if late > period/2 {
+			t.Errorf("waiter %d passed %v before its token was due", i+1, period-late)
+		}
 	}
 }
