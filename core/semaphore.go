@@ -49,7 +49,8 @@ type SemaphoreOptions struct {
 // timely:{sem:NAME}:holders, :queue, :places and :info. Grants are
 // announced on timely:{sem:NAME}:grants:TOKEN, TOKEN being the random
 // prefix of this Semaphore's permit ids: a grant wakes only the process
-// it is for, however many share the semaphore.
+// it is for, however many share the semaphore, and none at all when that
+// process's own call made it (the call's reply says so).
 //
 // A Semaphore is safe for concurrent use. Its dispatcher goroutine starts on
 // the first acquisition and stops on Close.
@@ -145,7 +146,7 @@ func NewSemaphore(store *Store, name string, capacity int,
 		keys:     keys,
 		channel:  grants + ":" + token,
 		idPrefix: token,
-		head:     []any{capacity, expiry.Milliseconds(), grants},
+		head:     []any{capacity, expiry.Milliseconds(), grants, token},
 		orphans:  map[string]time.Time{},
 		sent:     map[string]bool{},
 		waiting:  map[string]*semWaiter{},
@@ -493,7 +494,7 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 func (s *Semaphore) call(script *redis.Script, args []any) ([]any, error) {
 	ctx, cancel := context.WithTimeout(background, callTimeout)
 	defer cancel()
-	v, err := run(ctx, s.store.rdb, script, s.keys, append(s.head[:3:3], args...)...)
+	v, err := run(ctx, s.store.rdb, script, s.keys, append(s.head[:len(s.head):len(s.head)], args...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -550,6 +551,12 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 				s.orphans[w.id] = time.Now()
 				s.finish(w, nil, err)
 			}
+		}
+		// It may also have granted waiters queued earlier, which learn
+		// of that only from its reply: a renewal finds them.
+		if len(s.waiting) > 0 {
+			s.recheck = true
+			s.poke()
 		}
 		return -1
 	}

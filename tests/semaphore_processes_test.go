@@ -388,6 +388,18 @@ func TestSemaphoreGrantReachesOnlyItsProcess(t *testing.T) {
 				held.ID(), msg.Payload, msg.Channel, want)
 		}
 	}
+	// A process whose release frees the permit for one of its own
+	// waiters learns of the grant from its call's reply: nothing is
+	// published.
+	owner := sems[len(sems)-1]
+	mine := owner.Start(core.Forever, nil)
+	waitState(t, sems[0], core.SemaphoreState{Capacity: 1, Holders: 1, Waiters: 1})
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if held, err = mine.Wait(ctx); err != nil {
+		t.Fatalf("the releasing process's own waiter: %v", err)
+	}
 	if err := held.Release(ctx); err != nil {
 		t.Fatal(err)
 	}

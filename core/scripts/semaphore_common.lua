@@ -9,7 +9,8 @@
 -- ARGV[1] capacity (permits), ARGV[2] expiry (ms), ARGV[3] the start of
 -- the grant channels: a waiter's grant is announced on ARGV[3] .. ':' ..
 -- the process token that starts its id (ids are TOKEN:SEQ), so that it
--- wakes only the process it is for. The rest belongs to each script.
+-- wakes only the process it is for; ARGV[4] the caller's own token. The
+-- rest belongs to each script.
 --
 -- Clock: the Redis server's TIME, read once per call, in whole ms.
 -- TTLs: a "keep" sets the TTL of the keys to expiry + 1 s. Renewals keep
@@ -32,6 +33,7 @@ local holders, queue, places, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local capacity = tonumber(ARGV[1])
 local expiry = tonumber(ARGV[2])
 local channel = ARGV[3]
+local caller = ARGV[4]
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -72,14 +74,13 @@ local function purge(now)
   end
 end
 
--- Hand free permits to the head of the queue, in arrival order. Waiters
--- named in own belong to the caller, which reads them from the reply; the
--- others are announced on their process's channel, one PUBLISH per
--- process, so that it wakes them.
+-- Hand free permits to the head of the queue, in arrival order. The
+-- caller's waiters learn of their grants from the reply; the others are
+-- announced on their process's channel, one PUBLISH per process.
 -- free is the number of free permits, when the caller has counted them
 -- (capacity - free leases are held). kept means the caller keeps the keys
 -- itself; otherwise holders is kept here when this call creates it.
-local function grant(now, own, free, kept)
+local function grant(now, free, kept)
   local granted = {}
   free = free or capacity - redis.call('ZCARD', holders)
   if free <= 0 then
@@ -93,8 +94,8 @@ local function grant(now, own, free, kept)
   for i = 1, #popped, 2 do
     local id = popped[i]
     granted[#granted + 1] = id
-    if not own[id] then
-      local token = string.sub(id, 1, (string.find(id, ':', 1, true) or 0) - 1)
+    local token = string.sub(id, 1, (string.find(id, ':', 1, true) or 0) - 1)
+    if token ~= caller then
       if not others[token] then
         others[token] = {}
         tokens[#tokens + 1] = token
@@ -102,7 +103,8 @@ local function grant(now, own, free, kept)
       table.insert(others[token], id)
     end
   end
-  zadd_all(holders, granted, function() return now + expiry end)
+  local deadline = tostring(now + expiry)
+  zadd_all(holders, granted, function() return deadline end)
   zrem_all(places, granted)
   if not kept and free >= capacity then
     redis.call('PEXPIRE', holders, expiry + 1000)

@@ -1,7 +1,7 @@
 -- Renew the leases of live holders and the queue places of live waiters,
 -- then grant what expired leases freed.
 --
--- ARGV[4..] ids of the caller's holders and waiters.
+-- ARGV[5..] ids of the caller's holders and waiters.
 -- Reply: {statuses, granted, wait_ms}: statuses[i] is 1 (holds a permit,
 --   lease renewed; for a waiter this means its grant notice was missed),
 --   2 (queued, place renewed) or 0 (unknown: lease or place expired).
@@ -11,10 +11,9 @@
 local now = now_ms()
 purge(now)
 
-local ids, own = {}, {}
-for i = 4, #ARGV do
+local ids = {}
+for i = 5, #ARGV do
   ids[#ids + 1] = ARGV[i]
-  own[ARGV[i]] = true
 end
 
 -- Memberships are read and leases written in batches, not per id.
@@ -42,10 +41,11 @@ for k, id in ipairs(ids) do
     statuses[k] = 0
   end
 end
-local deadline = function() return now + expiry end
+local deadline_ms = tostring(now + expiry)
+local deadline = function() return deadline_ms end
 zadd_all(holders, leases, deadline)
 zadd_all(places, places_kept, deadline)
 
-local granted = grant(now, own, nil, true)
+local granted = grant(now, nil, true)
 keep(holders, queue, places, info)
 return {statuses, granted, first_deadline(now)}

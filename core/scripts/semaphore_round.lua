@@ -1,11 +1,11 @@
 -- One dispatcher round of a process: release permits and withdraw waiters,
 -- then enqueue new waiters, and grant what is free in arrival order.
 --
--- ARGV[4] "1" to keep every key and write info (see the header on TTLs),
+-- ARGV[5] "1" to keep every key and write info (see the header on TTLs),
 --   else "0".
--- ARGV[5] n, how many ids leave; ARGV[6 .. 5+n] those ids: each gives back
+-- ARGV[6] n, how many ids leave; ARGV[7 .. 6+n] those ids: each gives back
 --   its permit, or leaves the queue.
--- ARGV[6+n ..] pairs (id, wait) of new waiters: wait "1" keeps the waiter
+-- ARGV[7+n ..] pairs (id, wait) of new waiters: wait "1" keeps the waiter
 --   queued until a permit comes, "0" takes a permit only if one is free
 --   for it at once. Each id is new to Redis: the dispatcher sends an id
 --   once, or again only after Redis reported it unknown (its queue place
@@ -25,8 +25,9 @@
 -- skips the calls that could change nothing.
 
 local now = now_ms()
-local refresh = ARGV[4] == '1'
-local n = tonumber(ARGV[5])
+local deadline = tostring(now + expiry) -- of the leases and places added
+local refresh = ARGV[5] == '1'
+local n = tonumber(ARGV[6])
 
 -- Expired leases always go (they decide what is free); expired queue
 -- places only matter, so only cost a call, when someone is queued.
@@ -44,11 +45,10 @@ end
 -- Each leaving id gives back its permit, or else its queue place. A lone
 -- id learns which from ZREM's count; a batch reads the memberships first,
 -- so that every removal is one call.
-local own, left = {}, {}
+local left = {}
 local leaving = {}
-for i = 6, 5 + n do
+for i = 7, 6 + n do
   leaving[#leaving + 1] = ARGV[i]
-  own[ARGV[i]] = true
 end
 local held, queued = {}, {}
 if n == 1 then
@@ -99,15 +99,14 @@ end
 local granted, free = {}, nil
 if n > 0 and waiting > 0 then
   free = capacity - redis.call('ZCARD', holders)
-  granted = grant(now, own, free, refresh)
+  granted = grant(now, free, refresh)
   free = free - #granted
   waiting = waiting - #granted
 end
 
 local ids = {}
-for i = 6 + n, #ARGV, 2 do
+for i = 7 + n, #ARGV, 2 do
   ids[#ids + 1] = ARGV[i]
-  own[ARGV[i]] = true
 end
 local statuses = {}
 if #ids > 0 then
@@ -121,12 +120,12 @@ if #ids > 0 then
     for k, id in ipairs(ids) do
       if k <= free then
         direct[#direct + 1] = id
-      elseif ARGV[5 + n + 2 * k] == '1' then
+      elseif ARGV[6 + n + 2 * k] == '1' then
         rest[#rest + 1] = id
       end
     end
     if #direct > 0 then
-      zadd_all(holders, direct, function() return now + expiry end)
+      zadd_all(holders, direct, function() return deadline end)
       if not refresh and free >= capacity then
         keep(holders)
       end
@@ -141,7 +140,7 @@ if #ids > 0 then
     local last = redis.call('HINCRBY', info, 'arrivals', #rest)
     local first = last - #rest
     zadd_all(queue, rest, function(k) return first + k end, 'NX')
-    zadd_all(places, rest, function() return now + expiry end)
+    zadd_all(places, rest, function() return deadline end)
     if not refresh and waiting == 0 then
       keep(queue, places, info)
     end
@@ -149,7 +148,7 @@ if #ids > 0 then
     for _, id in ipairs(rest) do
       queued_now[id] = true
     end
-    local heads = grant(now, own, free, refresh)
+    local heads = grant(now, free, refresh)
     waiting = waiting - #heads
     for _, id in ipairs(heads) do
       granted[#granted + 1] = id
@@ -168,7 +167,7 @@ if #ids > 0 then
   for k, id in ipairs(ids) do
     if got[id] then
       statuses[k] = 1
-    elseif ARGV[5 + n + 2 * k] == '0' then
+    elseif ARGV[6 + n + 2 * k] == '0' then
       if queued_now[id] then
         refused[#refused + 1] = id
       end
