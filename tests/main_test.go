@@ -30,11 +30,14 @@ type holderSpec struct {
 	Name     string
 	Capacity int
 	Count    int
+	Queue    int // waiters queued after the permits are held
 	Expiry   time.Duration
 }
 
-// holderProcess takes Count permits, prints "held", waits for a line on
-// stdin, releases them and prints for each whether its lease was lost.
+// holderProcess takes Count permits, queues Queue more waiters, prints
+// "held", and prints "granted" for each waiter as it gets its permit. On a
+// line on stdin it releases the Count permits and prints for each whether
+// its lease was lost.
 func holderProcess(spec string) int {
 	var h holderSpec
 	if err := json.Unmarshal([]byte(spec), &h); err != nil {
@@ -60,6 +63,17 @@ func holderProcess(spec string) int {
 			return 2
 		}
 		permits = append(permits, p)
+	}
+	for i := 0; i < h.Queue; i++ {
+		req := sem.Start(core.Forever, func(r *core.Request) {
+			if p, _ := r.Result(); p != nil {
+				fmt.Println("granted")
+			}
+		})
+		select { // queued in Redis, or served at once
+		case <-req.Waiting():
+		case <-req.Done():
+		}
 	}
 	fmt.Println("held")
 	bufio.NewReader(os.Stdin).ReadString('\n')

@@ -409,3 +409,87 @@ func TestSemaphoreGrantReachesOnlyItsProcess(t *testing.T) {
 		t.Fatalf("unexpected announcement %v", msg)
 	}
 }
+
+// The queued waiters of a killed process leave the queue within expiry:
+// dead waiters must not stand at its head for ever.
+func TestSemaphoreKilledWaitersLeaveTheQueue(t *testing.T) {
+	srv := startRedis(t)
+	name := uniqueName(t)
+	const expiry = 2 * time.Second
+	st, _ := core.Open(srv.url(), core.StoreOptions{})
+	defer st.Close()
+	sem, _ := core.NewSemaphore(st, name, 1, core.SemaphoreOptions{Expiry: expiry})
+	defer sem.Close()
+	ctx := context.Background()
+	p, err := sem.Acquire(ctx, core.Forever)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startHolder(t, holderSpec{URL: srv.url(), Name: name, Capacity: 1, Queue: 3, Expiry: expiry})
+	waitState(t, sem, core.SemaphoreState{Capacity: 1, Holders: 1, Waiters: 3})
+	h.cmd.Process.Kill()
+	h.cmd.Wait()
+	killed := time.Now()
+	for {
+		got, err := sem.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Waiters == 0 {
+			break
+		}
+		if d := time.Since(killed); d > expiry+time.Second {
+			t.Fatalf("the killed process's waiters still queued %v after, want gone within %v",
+				d, expiry+time.Second)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A waiter that comes now is served as soon as the permit is free.
+	req := sem.Start(core.Forever, nil)
+	if err := p.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if p, err = req.Wait(wctx); err != nil {
+		t.Fatalf("the live waiter behind the dead ones: %v", err)
+	}
+	p.Release(ctx)
+}
+
+// A process frozen for longer than expiry loses its queue places; once
+// thawed it queues again, behind those who came meanwhile.
+func TestSemaphoreThawedWaiterQueuesAgainAtTheBack(t *testing.T) {
+	srv := startRedis(t)
+	name := uniqueName(t)
+	const expiry = time.Second
+	st, _ := core.Open(srv.url(), core.StoreOptions{})
+	defer st.Close()
+	sem, _ := core.NewSemaphore(st, name, 1, core.SemaphoreOptions{Expiry: expiry})
+	defer sem.Close()
+	ctx := context.Background()
+	p, err := sem.Acquire(ctx, core.Forever)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startHolder(t, holderSpec{URL: srv.url(), Name: name, Capacity: 1, Queue: 1, Expiry: expiry})
+	h.cmd.Process.Signal(syscall.SIGSTOP)
+	waitState(t, sem, core.SemaphoreState{Capacity: 1, Holders: 1})
+	req := sem.Start(core.Forever, nil) // comes after the frozen waiter
+	waitState(t, sem, core.SemaphoreState{Capacity: 1, Holders: 1, Waiters: 1})
+	h.cmd.Process.Signal(syscall.SIGCONT)
+	// Thawed, it finds its place gone and queues again: behind ours.
+	waitState(t, sem, core.SemaphoreState{Capacity: 1, Holders: 1, Waiters: 2})
+	if err := p.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if p, err = req.Wait(wctx); err != nil {
+		t.Fatalf("our waiter, queued before the thawed one came back: %v", err)
+	}
+	if err := p.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.expect(t, "granted")
+}
