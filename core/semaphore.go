@@ -24,6 +24,12 @@ const DefaultExpiry = 10 * time.Second
 // Redis fails requests instead of hanging them.
 const callTimeout = 5 * time.Second
 
+// lookUpEvery is how many renewals pass between two that look up every
+// queued waiter of the process, in case a grant announcement went missing
+// without the Pub/Sub connection dropping (a drop makes the next renewal
+// look them up at once). The others cost the same however many wait.
+const lookUpEvery = 10
+
 // keepEvery is how often a round asks the script to keep (refresh the
 // TTLs of) every key of its semaphore; the rounds in between leave the
 // TTLs alone unless they create a key. It must stay well under the 1 s
@@ -90,6 +96,7 @@ type Semaphore struct {
 	stopped  chan struct{}
 
 	renewFailed bool      // the last renewal failed: retry sooner; dispatcher only
+	renewals    int       // renewals since the last that looked the waiters up; dispatcher only
 	keptAt      time.Time // when the last call that kept every key was sent; dispatcher only
 
 	// later holds what must run once mu is released: completions, which
@@ -485,7 +492,12 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 	s.answered = released
 	s.mu.Unlock()
 	if renewDue || recheck {
-		poll = s.renew()
+		s.renewals++
+		lookUp := recheck || s.renewals >= lookUpEvery
+		if lookUp {
+			s.renewals = 0
+		}
+		poll = s.renew(lookUp)
 	}
 	return poll
 }
@@ -507,12 +519,11 @@ func (s *Semaphore) call(script *redis.Script, args []any) ([]any, error) {
 func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration {
 	sent := time.Now()
 	refresh := sent.Sub(s.keptAt) >= keepEvery
-	flag := "0"
-	if refresh {
-		flag = "1"
-	}
-	args := make([]any, 0, 2+len(leaving)+2*len(arrivals))
-	args = append(args, flag, len(leaving))
+	s.mu.Lock()
+	hadQueued := len(s.waiting) > 0
+	s.mu.Unlock()
+	args := make([]any, 0, 3+len(leaving)+2*len(arrivals))
+	args = append(args, flag(refresh), flag(hadQueued), len(leaving))
 	for _, id := range leaving {
 		args = append(args, id)
 	}
@@ -527,8 +538,9 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 	var left, statuses []int64
 	var granted []string
 	var wait int64
+	var lost bool
 	if err == nil {
-		left, statuses, granted, wait, err = parseRoundReply(reply, len(leaving), len(arrivals))
+		left, statuses, granted, wait, lost, err = parseRoundReply(reply, len(leaving), len(arrivals))
 	}
 	if err == nil && refresh {
 		s.keptAt = sent
@@ -580,7 +592,27 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 		}
 	}
 	s.grantedLocked(granted)
+	if lost {
+		s.lostQueueLease()
+	}
 	return s.pollDelay(wait)
+}
+
+// flag is a script's boolean argument.
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// lostQueueLease is told that this process's queue lease had run out (it
+// was frozen for longer than expiry) and its waiters were dropped from the
+// queue: a renewal that looks them up comes next, and queues again those
+// not granted meanwhile. mu is held.
+func (s *Semaphore) lostQueueLease() {
+	s.recheck = true
+	s.poke()
 }
 
 // settleLeaving reports the outcome of each leaving id to its release
@@ -620,21 +652,31 @@ func (s *Semaphore) pollDelay(wait int64) time.Duration {
 	return min(d, s.renewEvery())
 }
 
-// renew renews every lease and queue place of this process in one call,
-// learns of grants whose announcement was missed and of leases lost, and
-// returns how soon to poll again (-1: no need before the next renewal).
-func (s *Semaphore) renew() time.Duration {
+// renew renews every lease of this process and its queue lease in one
+// call, learns of leases lost, and returns how soon to poll again (-1: no
+// need before the next renewal). With lookUp, it also looks up the queued
+// waiters, for grants whose announcement was missed and places dropped
+// with an expired queue lease; otherwise its cost does not grow with them.
+func (s *Semaphore) renew(lookUp bool) time.Duration {
 	s.mu.Lock()
-	ids := make([]any, 0, len(s.holding)+len(s.waiting))
+	queued := len(s.waiting) > 0
+	n := len(s.holding)
+	if lookUp {
+		n += len(s.waiting)
+	}
+	ids := make([]any, 1, 1+n)
+	ids[0] = flag(queued)
 	for id := range s.holding {
 		ids = append(ids, id)
 	}
-	for id := range s.waiting {
-		ids = append(ids, id)
+	if lookUp {
+		for id := range s.waiting {
+			ids = append(ids, id)
+		}
 	}
 	s.renewFailed = false
 	s.unlock()
-	if len(ids) == 0 {
+	if len(ids) == 1 && !queued {
 		return -1
 	}
 
@@ -643,8 +685,9 @@ func (s *Semaphore) renew() time.Duration {
 	var statuses []int64
 	var granted []string
 	var wait int64
+	var lost bool
 	if err == nil {
-		statuses, granted, wait, err = parseGrantReply(reply, len(ids), true)
+		statuses, granted, wait, lost, err = parseGrantReply(reply, len(ids)-1)
 	}
 	if err != nil {
 		s.store.log.Warn("timely: lease renewal failed; retrying",
@@ -657,7 +700,8 @@ func (s *Semaphore) renew() time.Duration {
 
 	s.mu.Lock()
 	defer s.unlock()
-	for i, v := range ids {
+	requeued := 0
+	for i, v := range ids[1:] {
 		id := v.(string)
 		if p := s.holding[id]; p != nil && statuses[i] == 0 {
 			delete(s.holding, id)
@@ -679,12 +723,18 @@ func (s *Semaphore) renew() time.Duration {
 				s.arrivals = append(s.arrivals, w)
 				s.in.Unlock()
 				s.poke()
-				s.store.log.Warn("timely: queue place expired; queued again",
-					"semaphore", s.name, "waiter", id)
+				requeued++
 			}
 		}
 	}
+	if requeued > 0 {
+		s.store.log.Warn("timely: queue places expired; queued again",
+			"semaphore", s.name, "waiters", requeued)
+	}
 	s.grantedLocked(granted)
+	if lost && !lookUp {
+		s.lostQueueLease()
+	}
 	return s.pollDelay(wait)
 }
 
@@ -772,50 +822,47 @@ func (s *Semaphore) release(p *Permit, done func(error)) {
 	s.poke()
 }
 
-// parseGrantReply reads {statuses, granted[, wait]} with n statuses.
-func parseGrantReply(reply []any, n int, withWait bool) (
-	statuses []int64, granted []string, wait int64, err error) {
-	want := 2
-	if withWait {
-		want = 3
-	}
-	if len(reply) != want {
-		return nil, nil, 0, fmt.Errorf("%w: %d elements, want %d", errReply, len(reply), want)
+// parseGrantReply reads {statuses, granted, wait, lost} with n statuses.
+func parseGrantReply(reply []any, n int) (
+	statuses []int64, granted []string, wait int64, lost bool, err error) {
+	if len(reply) != 4 {
+		return nil, nil, 0, false, fmt.Errorf("%w: %d elements, want 4", errReply, len(reply))
 	}
 	if statuses, err = asInts(reply[0]); err != nil {
-		return nil, nil, 0, err
+		return nil, nil, 0, false, err
 	}
 	if len(statuses) != n {
-		return nil, nil, 0, fmt.Errorf("%w: %d statuses for %d ids", errReply, len(statuses), n)
+		return nil, nil, 0, false, fmt.Errorf("%w: %d statuses for %d ids", errReply, len(statuses), n)
 	}
 	if granted, err = asStrings(reply[1]); err != nil {
-		return nil, nil, 0, err
+		return nil, nil, 0, false, err
 	}
-	wait = -1
-	if withWait {
-		if wait, err = asInt(reply[2]); err != nil {
-			return nil, nil, 0, err
-		}
+	if wait, err = asInt(reply[2]); err != nil {
+		return nil, nil, 0, false, err
 	}
-	return statuses, granted, wait, nil
+	lostFlag, err := asInt(reply[3])
+	if err != nil {
+		return nil, nil, 0, false, err
+	}
+	return statuses, granted, wait, lostFlag == 1, nil
 }
 
-// parseRoundReply reads {left, statuses, granted, wait} with nLeft and n
-// entries in the first two.
+// parseRoundReply reads {left, statuses, granted, wait, lost} with nLeft
+// and n entries in the first two.
 func parseRoundReply(reply []any, nLeft, n int) (
-	left, statuses []int64, granted []string, wait int64, err error) {
-	if len(reply) != 4 {
-		return nil, nil, nil, 0, fmt.Errorf("%w: %d elements, want 4", errReply, len(reply))
+	left, statuses []int64, granted []string, wait int64, lost bool, err error) {
+	if len(reply) != 5 {
+		return nil, nil, nil, 0, false, fmt.Errorf("%w: %d elements, want 5", errReply, len(reply))
 	}
 	if left, err = asInts(reply[0]); err != nil {
-		return nil, nil, nil, 0, err
+		return nil, nil, nil, 0, false, err
 	}
 	if len(left) != nLeft {
-		return nil, nil, nil, 0, fmt.Errorf("%w: %d statuses for %d leaving ids",
+		return nil, nil, nil, 0, false, fmt.Errorf("%w: %d statuses for %d leaving ids",
 			errReply, len(left), nLeft)
 	}
-	statuses, granted, wait, err = parseGrantReply(reply[1:], n, true)
-	return left, statuses, granted, wait, err
+	statuses, granted, wait, lost, err = parseGrantReply(reply[1:], n)
+	return left, statuses, granted, wait, lost, err
 }
 
 // SemaphoreState is a snapshot of a semaphore across all processes.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"timely/core"
 )
 
@@ -288,4 +290,83 @@ func TestSemaphoreReleaseBeforeNewArrival(t *testing.T) {
 	if s, err := a.State(ctx); err != nil || s.Holders != 0 {
 		t.Fatalf("state right after the release = %+v, %v; want no holder", s, err)
 	}
+}
+
+// scriptSizes is a go-redis hook that records the number of arguments of
+// every script call.
+type scriptSizes struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (h *scriptSizes) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *scriptSizes) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+			h.mu.Lock()
+			h.sizes = append(h.sizes, len(cmd.Args()))
+			h.mu.Unlock()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *scriptSizes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *scriptSizes) since(k int) []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]int(nil), h.sizes[k:]...)
+}
+
+// Renewals keep a process's waiters queued with one lease for them all:
+// their size does not grow with the number of waiters, so that thousands
+// of waiters do not stall Redis at every renewal. Only one renewal in ten
+// looks every waiter up, as a safety net for a lost announcement.
+func TestSemaphoreRenewalDoesNotGrowWithWaiters(t *testing.T) {
+	srv := startRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.addr()})
+	t.Cleanup(func() { rdb.Close() })
+	hook := &scriptSizes{}
+	rdb.AddHook(hook)
+	st := core.NewStore(rdb, core.StoreOptions{})
+	t.Cleanup(func() { st.Close() })
+	const waiters = 2000
+	const expiry = 300 * time.Millisecond // renewals every 100 ms
+	sem := newSemaphore(t, st, 1, expiry)
+	ctx := context.Background()
+	p, err := sem.Acquire(ctx, core.Forever)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := make([]*core.Request, waiters)
+	for i := range reqs {
+		reqs[i] = sem.Start(core.Forever, nil)
+	}
+	waitQueued(t, sem, waiters)
+	k := len(hook.since(0))
+	time.Sleep(4 * expiry) // about ten renewals
+	calls := hook.since(k)
+	if len(calls) < 5 {
+		t.Fatalf("%d script calls in %v, want renewals every %v", len(calls), 4*expiry, expiry/3)
+	}
+	large := 0
+	for _, n := range calls {
+		if n > 20 {
+			large++
+		}
+	}
+	if large > len(calls)/10+1 {
+		t.Fatalf("%d of %d script calls carried the %d waiters: renewals grow with them",
+			large, len(calls), waiters)
+	}
+	// Every waiter is still queued, and served in turn.
+	waitQueued(t, sem, waiters)
+	for _, r := range reqs {
+		r.Cancel()
+	}
+	p.Release(ctx)
 }

@@ -3,8 +3,11 @@
 -- KEYS[1] holders: sorted set, member = permit id, score = lease deadline
 --         in ms on the Redis clock
 -- KEYS[2] queue:   sorted set, member = waiter id, score = arrival number
--- KEYS[3] places:  sorted set, member = waiter id, score = deadline of the
---         queue place in ms on the Redis clock
+-- KEYS[3] places:  sorted set, member = process token, score = deadline
+--         of the queue places of all that process's waiters, in ms on the
+--         Redis clock: one lease per process, not per waiter, so that a
+--         waiter costs no update of its own when it arrives or leaves, and
+--         a renewal does not grow with the waiters
 -- KEYS[4] info:    hash, fields capacity, expiry_ms, arrivals (counter)
 -- ARGV[1] capacity (permits), ARGV[2] expiry (ms), ARGV[3] the start of
 -- the grant channels: a waiter's grant is announced on ARGV[3] .. ':' ..
@@ -63,15 +66,38 @@ local function zadd_all(key, ids, score, flag)
   end
 end
 
--- Drop leases and queue places whose deadline has passed: their owner
--- stopped renewing them (it died, was killed or froze).
+-- The process token that starts a permit or waiter id (TOKEN:SEQ).
+local function token_of(id)
+  return string.sub(id, 1, (string.find(id, ':', 1, true) or 0) - 1)
+end
+
+-- Drop the queued waiters of every process whose queue lease has run out
+-- (it died, was killed or froze), with those leases, and return how many
+-- waiters went. Only a process's end costs a pass over the queue.
+local function purge_places(now)
+  local dead = redis.call('ZRANGEBYSCORE', places, '-inf', now)
+  if #dead == 0 then
+    return 0
+  end
+  local is_dead = {}
+  for _, token in ipairs(dead) do
+    is_dead[token] = true
+  end
+  local gone = {}
+  for _, id in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
+    if is_dead[token_of(id)] then
+      gone[#gone + 1] = id
+    end
+  end
+  zrem_all(queue, gone)
+  zrem_all(places, dead)
+  return #gone
+end
+
+-- Drop the leases whose deadline has passed, and dead processes' waiters.
 local function purge(now)
   redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
-  local gone = redis.call('ZRANGEBYSCORE', places, '-inf', now)
-  if #gone > 0 then
-    zrem_all(places, gone)
-    zrem_all(queue, gone)
-  end
+  purge_places(now)
 end
 
 -- Hand free permits to the head of the queue, in arrival order. The
@@ -94,7 +120,7 @@ local function grant(now, free, kept)
   for i = 1, #popped, 2 do
     local id = popped[i]
     granted[#granted + 1] = id
-    local token = string.sub(id, 1, (string.find(id, ':', 1, true) or 0) - 1)
+    local token = token_of(id)
     if token ~= caller then
       if not others[token] then
         others[token] = {}
@@ -105,7 +131,6 @@ local function grant(now, free, kept)
   end
   local deadline = tostring(now + expiry)
   zadd_all(holders, granted, function() return deadline end)
-  zrem_all(places, granted)
   if not kept and free >= capacity then
     redis.call('PEXPIRE', holders, expiry + 1000)
   end

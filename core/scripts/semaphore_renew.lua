@@ -1,18 +1,29 @@
--- Renew the leases of live holders and the queue places of live waiters,
+-- Renew the leases of live holders and the queue lease of the caller,
 -- then grant what expired leases freed.
 --
--- ARGV[5..] ids of the caller's holders and waiters.
--- Reply: {statuses, granted, wait_ms}: statuses[i] is 1 (holds a permit,
---   lease renewed; for a waiter this means its grant notice was missed),
---   2 (queued, place renewed) or 0 (unknown: lease or place expired).
---   wait_ms is the time until the earliest lease deadline, or -1 when no
---   permit is held.
+-- ARGV[5] "1" when the caller has waiters queued: its queue lease is
+--   renewed (or made again, and reported lost).
+-- ARGV[6..] ids to look up: the caller's holders, whose leases are
+--   renewed, and, when it asks (it may have missed an announcement or lost
+--   its queue lease), its waiters.
+-- Reply: {statuses, granted, wait_ms, lost}: statuses[i] is 1 (holds a
+--   permit, lease renewed; for a waiter this means its grant notice was
+--   missed), 2 (queued) or 0 (unknown: lease expired, or dropped from the
+--   queue). wait_ms is the time until the earliest lease deadline, or -1
+--   when no permit is held. lost is 1 when the caller had waiters queued
+--   but its queue lease had run out, so that they were dropped: the caller
+--   looks its waiters up again.
 
 local now = now_ms()
 purge(now)
 
+local lost = 0
+if ARGV[5] == '1' and redis.call('ZADD', places, now + expiry, caller) == 1 then
+  lost = 1
+end
+
 local ids = {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   ids[#ids + 1] = ARGV[i]
 end
 
@@ -28,24 +39,21 @@ local queued = {}
 if #rest > 0 then
   queued = members(queue, rest)
 end
-local leases, places_kept = {}, {}
+local leases = {}
 local statuses = {}
 for k, id in ipairs(ids) do
   if held[id] then
     leases[#leases + 1] = id
     statuses[k] = 1
   elseif queued[id] then
-    places_kept[#places_kept + 1] = id
     statuses[k] = 2
   else
     statuses[k] = 0
   end
 end
 local deadline_ms = tostring(now + expiry)
-local deadline = function() return deadline_ms end
-zadd_all(holders, leases, deadline)
-zadd_all(places, places_kept, deadline)
+zadd_all(holders, leases, function() return deadline_ms end)
 
 local granted = grant(now, nil, true)
 keep(holders, queue, places, info)
-return {statuses, granted, first_deadline(now)}
+return {statuses, granted, first_deadline(now), lost}

@@ -3,14 +3,16 @@
 --
 -- ARGV[5] "1" to keep every key and write info (see the header on TTLs),
 --   else "0".
--- ARGV[6] n, how many ids leave; ARGV[7 .. 6+n] those ids: each gives back
+-- ARGV[6] "1" when the caller has waiters queued by earlier calls, else
+--   "0".
+-- ARGV[7] n, how many ids leave; ARGV[8 .. 7+n] those ids: each gives back
 --   its permit, or leaves the queue.
--- ARGV[7+n ..] pairs (id, wait) of new waiters: wait "1" keeps the waiter
+-- ARGV[8+n ..] pairs (id, wait) of new waiters: wait "1" keeps the waiter
 --   queued until a permit comes, "0" takes a permit only if one is free
 --   for it at once. Each id is new to Redis: the dispatcher sends an id
 --   once, or again only after Redis reported it unknown (its queue place
 --   had expired).
--- Reply: {left, statuses, granted, wait_ms}:
+-- Reply: {left, statuses, granted, wait_ms, lost}:
 --   left[i] for the i-th leaving id is 1 (it held a permit, now released),
 --   2 (it was queued and left) or 0 (unknown: its lease or place had
 --   expired; nothing is given back, so a permit that may have passed to
@@ -19,7 +21,10 @@
 --   (refused: wait was "0" and no permit was free);
 --   granted lists every id granted by this call, the caller's and others';
 --   wait_ms is the time until the earliest lease deadline while anyone is
---   queued, else -1.
+--   queued, else -1;
+--   lost is 1 when the caller's queue lease had run out and its earlier
+--   waiters were dropped from the queue (it was frozen for longer than
+--   expiry), else 0: they must queue again.
 --
 -- Every redis.call costs a few us of server time, so each step below
 -- skips the calls that could change nothing.
@@ -27,19 +32,16 @@
 local now = now_ms()
 local deadline = tostring(now + expiry) -- of the leases and places added
 local refresh = ARGV[5] == '1'
-local n = tonumber(ARGV[6])
+local had_queued = ARGV[6] == '1'
+local n = tonumber(ARGV[7])
+local lost = 0
 
--- Expired leases always go (they decide what is free); expired queue
--- places only matter, so only cost a call, when someone is queued.
+-- Expired leases always go (they decide what is free); dead processes'
+-- waiters only matter, so only cost a call, when someone is queued.
 redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
 local waiting = redis.call('ZCARD', queue)
-if waiting > 0 then
-  local gone = redis.call('ZRANGEBYSCORE', places, '-inf', now)
-  if #gone > 0 then
-    zrem_all(places, gone)
-    zrem_all(queue, gone)
-    waiting = redis.call('ZCARD', queue)
-  end
+if waiting > 0 and purge_places(now) > 0 then
+  waiting = redis.call('ZCARD', queue)
 end
 
 -- Each leaving id gives back its permit, or else its queue place. A lone
@@ -47,7 +49,7 @@ end
 -- so that every removal is one call.
 local left = {}
 local leaving = {}
-for i = 7, 6 + n do
+for i = 8, 7 + n do
   leaving[#leaving + 1] = ARGV[i]
 end
 local held, queued = {}, {}
@@ -56,7 +58,6 @@ if n == 1 then
   if not held[leaving[1]] and waiting > 0 then
     queued[leaving[1]] = redis.call('ZREM', queue, leaving[1]) == 1
     if queued[leaving[1]] then
-      redis.call('ZREM', places, leaving[1])
       waiting = waiting - 1
     end
   end
@@ -80,7 +81,6 @@ elseif n > 1 then
       end
     end
     zrem_all(queue, gone)
-    zrem_all(places, gone)
     waiting = waiting - #gone
   end
 end
@@ -105,7 +105,7 @@ if n > 0 and waiting > 0 then
 end
 
 local ids = {}
-for i = 7 + n, #ARGV, 2 do
+for i = 8 + n, #ARGV, 2 do
   ids[#ids + 1] = ARGV[i]
 end
 local statuses = {}
@@ -120,7 +120,7 @@ if #ids > 0 then
     for k, id in ipairs(ids) do
       if k <= free then
         direct[#direct + 1] = id
-      elseif ARGV[6 + n + 2 * k] == '1' then
+      elseif ARGV[7 + n + 2 * k] == '1' then
         rest[#rest + 1] = id
       end
     end
@@ -140,7 +140,11 @@ if #ids > 0 then
     local last = redis.call('HINCRBY', info, 'arrivals', #rest)
     local first = last - #rest
     zadd_all(queue, rest, function(k) return first + k end, 'NX')
-    zadd_all(places, rest, function() return deadline end)
+    -- A lease of the caller's that is new while it had waiters queued
+    -- means those were dropped with its old one.
+    if redis.call('ZADD', places, deadline, caller) == 1 and had_queued then
+      lost = 1
+    end
     if not refresh and waiting == 0 then
       keep(queue, places, info)
     end
@@ -167,7 +171,7 @@ if #ids > 0 then
   for k, id in ipairs(ids) do
     if got[id] then
       statuses[k] = 1
-    elseif ARGV[6 + n + 2 * k] == '0' then
+    elseif ARGV[7 + n + 2 * k] == '0' then
       if queued_now[id] then
         refused[#refused + 1] = id
       end
@@ -178,7 +182,6 @@ if #ids > 0 then
   end
   if #refused > 0 then
     zrem_all(queue, refused)
-    zrem_all(places, refused)
     waiting = waiting - #refused
   end
 end
@@ -192,4 +195,4 @@ local wait_ms = -1
 if waiting > 0 then
   wait_ms = first_deadline(now)
 end
-return {left, statuses, granted, wait_ms}
+return {left, statuses, granted, wait_ms, lost}
