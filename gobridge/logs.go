@@ -52,6 +52,13 @@ func (h *bufferHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h *bufferHandler) WithGroup(string) slog.Handler { return h }
 
+// logsWaiting reports whether records wait for Logs.
+func logsWaiting() bool {
+	logMu.Lock()
+	defer logMu.Unlock()
+	return len(logLines) > 0 || logDropped > 0
+}
+
 // Logs returns and clears the buffered records, one per line, as
 // "LEVEL<TAB>message attrs".
 func Logs() (s string, err error) {

@@ -50,8 +50,10 @@ func NotifierFD(id int64) (fd int64, err error) {
 }
 
 // Collect returns the lines of the operations completed since the last
-// call, one per line: "<op> ok" or "<op> <kind> <message>". Call it after
-// reading the descriptor, so that a completion racing with it signals again.
+// call, one per line: "<op> ok" or "<op> <kind> <message>", and last the
+// line "logs" when log records wait for Logs (so that a wake-up costs one
+// call into Go, not two). Call it after reading the descriptor, so that a
+// completion racing with it signals again.
 func Collect(id int64) (s string, err error) {
 	defer guard(&err)()
 	n, err := notifierOf(id)
@@ -62,6 +64,9 @@ func Collect(id int64) (s string, err error) {
 	lines := n.lines
 	n.lines, n.signalled = nil, false
 	n.mu.Unlock()
+	if logsWaiting() {
+		lines = append(lines, "logs")
+	}
 	return strings.Join(lines, "\n"), nil
 }
 

@@ -151,8 +151,8 @@ _LEVELS = {
 
 
 # Calls drain the Go core's log buffer at most every LOG_DRAIN_S seconds
-# (reading it is a call into Go of its own); completions on an event loop
-# drain it every time.
+# (reading it is a call into Go of its own); collecting an event loop's
+# completions drains it whenever Go says records wait.
 LOG_DRAIN_S = 0.05
 _next_drain = 0.0
 
@@ -235,11 +235,10 @@ class Notifier:
         except BlockingIOError:
             pass
         self.collect()
-        drain_logs()
 
     def collect(self) -> None:
-        """Take in every completion the Go core has for this loop. Call it
-        on the loop's thread."""
+        """Take in every completion the Go core has for this loop, and the
+        log records waiting, if any. Call it on the loop's thread."""
         try:
             text: str = _c.gobridge_Collect(self.id)
         except RuntimeError as exc:
@@ -247,6 +246,9 @@ class Notifier:
         if not text:
             return
         for line in text.split("\n"):
+            if line == "logs":  # always the last line
+                drain_logs()
+                break
             head, _, rest = line.partition(" ")
             op = int(head)
             err: Exception | None = None
