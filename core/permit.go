@@ -55,7 +55,17 @@ func (p *Permit) Release(ctx context.Context) error {
 // learns the outcome, as for Release, on a goroutine of the core. It must
 // not block.
 func (p *Permit) ReleaseAsync(done func(error)) {
-	p.sem.release(p, done)
+	p.sem.release(p, done, true)
+}
+
+// ReleaseDeferred is ReleaseAsync without starting a round: the release
+// goes to Redis with the next round of its Semaphore, which the next
+// acquisition, a Kick, a Settle or at the latest the next renewal (expiry
+// / 3) starts. A caller that releases and acquires again at once, or
+// releases many permits together, saves a round trip by kicking once
+// after them all.
+func (p *Permit) ReleaseDeferred(done func(error)) {
+	p.sem.release(p, done, false)
 }
 
 // end moves a held permit to its final state and reports whether it was

@@ -248,7 +248,7 @@ func (s *Semaphore) withdraw(w *semWaiter, err error) {
 		s.poke()
 	case waiterDone:
 		if w.permit != nil && err == ErrCanceled {
-			s.release(w.permit, nil)
+			s.release(w.permit, nil, true)
 		}
 		return
 	case waiterCanceled:
@@ -793,9 +793,11 @@ func (s *Semaphore) finish(w *semWaiter, p *Permit, err error) {
 }
 
 // release queues the release of p; done, if not nil, learns the outcome
-// on a goroutine of the core. It takes only the inbox lock (mu may be
-// held), so that a release never waits for a round's bookkeeping.
-func (s *Semaphore) release(p *Permit, done func(error)) {
+// on a goroutine of the core. With wake, the dispatcher starts a round at
+// once; otherwise the release waits for the next one. It takes only the
+// inbox lock (mu may be held), so that a release never waits for a
+// round's bookkeeping.
+func (s *Semaphore) release(p *Permit, done func(error), wake bool) {
 	if !p.end(permitReleased) {
 		if done != nil {
 			done(p.endErr())
@@ -819,8 +821,14 @@ func (s *Semaphore) release(p *Permit, done func(error)) {
 	s.leaving = append(s.leaving, p.id)
 	s.released++
 	s.in.Unlock()
-	s.poke()
+	if wake {
+		s.poke()
+	}
 }
+
+// Kick makes the dispatcher start a round now if anything waits for one,
+// such as releases queued by Permit.ReleaseDeferred.
+func (s *Semaphore) Kick() { s.poke() }
 
 // parseGrantReply reads {statuses, granted, wait, lost} with n statuses.
 func parseGrantReply(reply []any, n int) (
@@ -885,6 +893,7 @@ func (s *Semaphore) Settle(ctx context.Context) error {
 	s.in.Lock()
 	target := s.released
 	s.in.Unlock()
+	s.poke() // deferred releases wait for a round
 	for {
 		s.mu.Lock()
 		done := s.answered >= target

@@ -224,6 +224,18 @@ func Cancel(id int64) (err error) {
 // that had expired fails with [leaselost].
 func Release(id, nid, waitUs int64) (rid int64, err error) {
 	defer guard(&err)()
+	return release(id, nid, waitUs, (*core.Permit).ReleaseAsync)
+}
+
+// ReleaseDeferred is Release without waiting and without starting a round
+// (see core.Permit.ReleaseDeferred): Kick the limiter once after the
+// releases of an event loop's turn.
+func ReleaseDeferred(id, nid int64) (rid int64, err error) {
+	defer guard(&err)()
+	return release(id, nid, 0, (*core.Permit).ReleaseDeferred)
+}
+
+func release(id, nid, waitUs int64, how func(*core.Permit, func(error))) (int64, error) {
 	n, err := notifierOrNil(nid)
 	if err != nil {
 		return 0, err
@@ -236,12 +248,25 @@ func Release(id, nid, waitUs int64) (rid int64, err error) {
 		return 0, fmt.Errorf("[value] operation %d holds no permit", id)
 	}
 	o := newOp(n, waitUs > 0)
-	acq.permit.ReleaseAsync(func(err error) { o.finish(nil, err) })
+	how(acq.permit, func(err error) { o.finish(nil, err) })
 	if !o.await(time.Duration(waitUs) * time.Microsecond) {
 		return o.id, nil
 	}
 	forget(o.id)
 	return 0, wrap(o.err)
+}
+
+// Kick starts a round of semaphore h for the releases deferred so far. A
+// closed or unknown handle, or a token bucket, is ignored.
+func Kick(h int64) (err error) {
+	defer guard(&err)()
+	mu.Lock()
+	l := limiters[h]
+	mu.Unlock()
+	if l.sem != nil {
+		l.sem.Kick()
+	}
+	return nil
 }
 
 // PermitLost reports whether the permit of semaphore op id was found

@@ -41,6 +41,30 @@ async def test_exit_returns_while_redis_is_frozen_and_the_release_lands_later(
         pass
 
 
+async def test_a_release_not_followed_by_an_acquisition_still_goes_at_once(
+    redis_server: Any, unique_name: str
+) -> None:
+    # A release waits for the next acquisition of its turn of the loop, so
+    # that both share one round trip; with none, it goes at the end of the
+    # turn, not at the next renewal (expiry / 3 = 3.3 s here).
+    holder = RedisSemaphore(unique_name, 1, redis_server.url)
+    other = RedisSemaphore(unique_name, 1, redis_server.url)  # another Go limiter
+
+    async def wait_for_the_permit() -> float:
+        async with other:
+            return time.monotonic()
+
+    async with holder:
+        waiter = asyncio.create_task(wait_for_the_permit())
+        while other.state().waiters < 1:
+            await asyncio.sleep(0.01)
+        released = time.monotonic()
+    granted = await waiter  # the exit above was the last use of `holder`
+    assert granted - released < 0.3
+    holder.close()
+    other.close()
+
+
 async def test_state_read_after_exit_includes_the_release(
     redis_server: Any, unique_name: str
 ) -> None:

@@ -181,7 +181,7 @@ class Settles(Protocol):
 class Notifier:
     """Delivers the Go core's completions to futures on one event loop."""
 
-    __slots__ = ("id", "fd", "loop", "futures", "releases", "_spent_us")
+    __slots__ = ("id", "fd", "loop", "futures", "releases", "_spent_us", "_kicks")
 
     # How long one call per loop iteration may wait for Redis's answer in
     # the calling thread, in microseconds. An uncontended acquisition then
@@ -200,6 +200,7 @@ class Notifier:
         self.futures: dict[int, asyncio.Future[None]] = {}
         self.releases: dict[int, Settles] = {}  # no task waits for these
         self._spent_us: float | None = None  # None: no call this iteration
+        self._kicks: set[int] = set()  # limiters with deferred releases
         loop.add_reader(self.fd, self._readable)
 
     def sync_wait_us(self) -> int:
@@ -222,6 +223,20 @@ class Notifier:
 
     def _end_turn(self) -> None:
         self._spent_us = None
+
+    def kick_soon(self, handle: int | None) -> None:
+        """Start a round of limiter ``handle`` for its deferred releases
+        once the callbacks ready in this turn of the loop have run."""
+        if handle is None:
+            return
+        if not self._kicks:
+            self.loop.call_soon(self._kick)
+        self._kicks.add(handle)
+
+    def _kick(self) -> None:
+        kicks, self._kicks = self._kicks, set()
+        for handle in kicks:
+            fast("gobridge_Kick", handle)
 
     def expect(self, op: int) -> asyncio.Future[None]:
         """Return a future that completes with operation ``op``."""

@@ -168,15 +168,19 @@ class RedisSemaphore(Limiter[SemaphoreState, Permit]):
         if not permit._op:
             return  # entered by failing open: nothing to release
         # The release goes to Redis in the background, in the dispatcher's
-        # next round (with the next acquisitions); nothing here waits for
-        # it. Its answer comes through the loop's notifier: a lease found
-        # gone makes permit.lost true and logs a warning.
+        # next round: started by the next acquisition, if this turn of the
+        # loop makes one (a task that leaves and enters again pays one
+        # round trip, not two), else by the kick at the end of the turn.
+        # Nothing here waits for it. Its answer comes through the loop's
+        # notifier: a lease found gone makes permit.lost true and logs a
+        # warning.
         n = _bridge.notifier(loop)
         try:
-            rid = _bridge.fast("gobridge_Release", permit._op, n.id, 0)
+            rid = _bridge.fast("gobridge_ReleaseDeferred", permit._op, n.id)
         except TimelyError as err:
             self._release_failed(permit, err)
             return
+        n.kick_soon(self._handle)
         permit._lost = False
         if rid:
             permit._notifier = n
