@@ -412,20 +412,28 @@ func TestSemaphoreGrantReachesOnlyItsProcess(t *testing.T) {
 
 // The queued waiters of a killed process leave the queue within expiry:
 // dead waiters must not stand at its head for ever.
-func TestSemaphoreKilledWaitersLeaveTheQueue(t *testing.T) {
+// queuedBehind holds the one permit of a new capacity-1 semaphore and
+// starts a holder process that queues n waiters behind it.
+func queuedBehind(t *testing.T, n int, expiry time.Duration) (*core.Semaphore, *core.Permit, *holder) {
+	t.Helper()
 	srv := startRedis(t)
 	name := uniqueName(t)
-	const expiry = 2 * time.Second
 	st, _ := core.Open(srv.url(), core.StoreOptions{})
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	sem, _ := core.NewSemaphore(st, name, 1, core.SemaphoreOptions{Expiry: expiry})
-	defer sem.Close()
-	ctx := context.Background()
-	p, err := sem.Acquire(ctx, core.Forever)
+	t.Cleanup(func() { sem.Close() })
+	p, err := sem.Acquire(context.Background(), core.Forever)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := startHolder(t, holderSpec{URL: srv.url(), Name: name, Capacity: 1, Queue: 3, Expiry: expiry})
+	h := startHolder(t, holderSpec{URL: srv.url(), Name: name, Capacity: 1, Queue: n, Expiry: expiry})
+	return sem, p, h
+}
+
+func TestSemaphoreKilledWaitersLeaveTheQueue(t *testing.T) {
+	const expiry = 2 * time.Second
+	sem, p, h := queuedBehind(t, 3, expiry)
+	ctx := context.Background()
 	waitState(t, sem, core.SemaphoreState{Capacity: 1, Holders: 1, Waiters: 3})
 	h.cmd.Process.Kill()
 	h.cmd.Wait()
@@ -451,28 +459,18 @@ func TestSemaphoreKilledWaitersLeaveTheQueue(t *testing.T) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if p, err = req.Wait(wctx); err != nil {
+	next, err := req.Wait(wctx)
+	if err != nil {
 		t.Fatalf("the live waiter behind the dead ones: %v", err)
 	}
-	p.Release(ctx)
+	next.Release(ctx)
 }
 
 // A process frozen for longer than expiry loses its queue places; once
 // thawed it queues again, behind those who came meanwhile.
 func TestSemaphoreThawedWaiterQueuesAgainAtTheBack(t *testing.T) {
-	srv := startRedis(t)
-	name := uniqueName(t)
-	const expiry = time.Second
-	st, _ := core.Open(srv.url(), core.StoreOptions{})
-	defer st.Close()
-	sem, _ := core.NewSemaphore(st, name, 1, core.SemaphoreOptions{Expiry: expiry})
-	defer sem.Close()
+	sem, p, h := queuedBehind(t, 1, time.Second)
 	ctx := context.Background()
-	p, err := sem.Acquire(ctx, core.Forever)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := startHolder(t, holderSpec{URL: srv.url(), Name: name, Capacity: 1, Queue: 1, Expiry: expiry})
 	h.cmd.Process.Signal(syscall.SIGSTOP)
 	waitState(t, sem, core.SemaphoreState{Capacity: 1, Holders: 1})
 	req := sem.Start(core.Forever, nil) // comes after the frozen waiter
@@ -485,10 +483,11 @@ func TestSemaphoreThawedWaiterQueuesAgainAtTheBack(t *testing.T) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if p, err = req.Wait(wctx); err != nil {
+	next, err := req.Wait(wctx)
+	if err != nil {
 		t.Fatalf("our waiter, queued before the thawed one came back: %v", err)
 	}
-	if err := p.Release(ctx); err != nil {
+	if err := next.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	h.expect(t, "granted")
