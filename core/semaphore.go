@@ -97,6 +97,7 @@ type Semaphore struct {
 
 	renewFailed bool      // the last renewal failed: retry sooner; dispatcher only
 	renewals    int       // renewals since the last that looked the waiters up; dispatcher only
+	queueLease  bool      // a queue lease of ours may be in Redis; dispatcher only
 	keptAt      time.Time // when the last call that kept every key was sent; dispatcher only
 
 	// later holds what must run once mu is released: completions, which
@@ -545,6 +546,9 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 	if err == nil && refresh {
 		s.keptAt = sent
 	}
+	if err == nil && len(arrivals) > 0 {
+		s.queueLease = true // the script may have made one: a renewal drops it
+	}
 
 	s.mu.Lock()
 	defer s.unlock()
@@ -676,7 +680,7 @@ func (s *Semaphore) renew(lookUp bool) time.Duration {
 	}
 	s.renewFailed = false
 	s.unlock()
-	if len(ids) == 1 && !queued {
+	if len(ids) == 1 && !queued && !s.queueLease {
 		return -1
 	}
 
@@ -697,6 +701,7 @@ func (s *Semaphore) renew(lookUp bool) time.Duration {
 		return -1
 	}
 	s.keptAt = sent
+	s.queueLease = queued
 
 	s.mu.Lock()
 	defer s.unlock()

@@ -197,3 +197,56 @@ func TestSemaphoreKeysOutliveTheirEntries(t *testing.T) {
 		t.Fatalf("only %d steps in 2 s: too few rounds between keeps", step)
 	}
 }
+
+// A process whose waiters are all served drops its queue lease at its
+// next renewal, so that its end later costs no pass over the queue.
+func TestSemaphoreQueueLeaseGoesWithTheLastWaiter(t *testing.T) {
+	srv := startRedis(t)
+	st, err := core.Open(srv.url(), core.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	const expiry = 1500 * time.Millisecond // renewals every 500 ms
+	name := uniqueName(t)
+	open := func() *core.Semaphore {
+		s, err := core.NewSemaphore(st, name, 1, core.SemaphoreOptions{Expiry: expiry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open(), open()
+	ctx := context.Background()
+	p, err := a.Acquire(ctx, core.Forever)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := b.Start(core.Forever, nil)
+	waitState(t, a, core.SemaphoreState{Capacity: 1, Holders: 1, Waiters: 1})
+	places := "timely:{sem:" + name + "}:places"
+	if n, _ := st.Client().ZCard(ctx, places).Result(); n != 1 {
+		t.Fatalf("%d queue leases with one process waiting, want 1", n)
+	}
+	p.Release(ctx)
+	if p, err = req.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Release(ctx)
+	within := expiry * 4 / 5 // a renewal's time, well before the lease ends
+	deadline := time.Now().Add(within)
+	for {
+		n, err := st.Client().ZCard(ctx, places).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the served process's queue lease still there after %v", within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

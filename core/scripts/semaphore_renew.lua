@@ -2,7 +2,8 @@
 -- then grant what expired leases freed.
 --
 -- ARGV[5] "1" when the caller has waiters queued: its queue lease is
---   renewed (or made again, and reported lost).
+--   renewed (or made again, and reported lost); "0": it is dropped, so
+--   that its end costs no pass over the queue.
 -- ARGV[6..] ids to look up: the caller's holders, whose leases are
 --   renewed, and, when it asks (it may have missed an announcement or lost
 --   its queue lease), its waiters.
@@ -18,7 +19,9 @@ local now = now_ms()
 purge(now)
 
 local lost = 0
-if ARGV[5] == '1' and redis.call('ZADD', places, now + expiry, caller) == 1 then
+if ARGV[5] ~= '1' then
+  redis.call('ZREM', places, caller)
+elseif redis.call('ZADD', places, now + expiry, caller) == 1 then
   lost = 1
 end
 
