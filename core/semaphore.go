@@ -343,6 +343,9 @@ func (s *Semaphore) run() {
 		case <-timer.C:
 		case <-s.stop:
 			s.step(false) // one last round for what Close left behind
+			if s.queueLease {
+				s.renew(false) // nothing is queued: this drops the queue lease
+			}
 			if subscribed {
 				s.store.hub.unsubscribe(s, s.channel)
 			}
@@ -694,6 +697,14 @@ func (s *Semaphore) renew(lookUp bool) time.Duration {
 		statuses, granted, wait, lost, err = parseGrantReply(reply, len(ids)-1)
 	}
 	if err != nil {
+		s.in.Lock()
+		closed := s.closed
+		s.in.Unlock()
+		if closed { // the call that drops the queue lease: it expires anyway
+			s.store.log.Debug("timely: queue lease not dropped at close",
+				"semaphore", s.name, "err", err)
+			return -1
+		}
 		s.store.log.Warn("timely: lease renewal failed; retrying",
 			"semaphore", s.name, "err", err)
 		s.renewFailed = true

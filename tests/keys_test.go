@@ -199,7 +199,8 @@ func TestSemaphoreKeysOutliveTheirEntries(t *testing.T) {
 }
 
 // A process whose waiters are all served drops its queue lease at its
-// next renewal, so that its end later costs no pass over the queue.
+// next renewal, and one that closes drops it at once, so that their end
+// later costs no pass over the queue.
 func TestSemaphoreQueueLeaseGoesWithTheLastWaiter(t *testing.T) {
 	srv := startRedis(t)
 	st, err := core.Open(srv.url(), core.StoreOptions{})
@@ -226,26 +227,38 @@ func TestSemaphoreQueueLeaseGoesWithTheLastWaiter(t *testing.T) {
 	req := b.Start(core.Forever, nil)
 	waitState(t, a, core.SemaphoreState{Capacity: 1, Holders: 1, Waiters: 1})
 	places := "timely:{sem:" + name + "}:places"
-	if n, _ := st.Client().ZCard(ctx, places).Result(); n != 1 {
-		t.Fatalf("%d queue leases with one process waiting, want 1", n)
-	}
+	waitLeases(t, st, places, 1, 0, "one process waiting")
 	p.Release(ctx)
 	if p, err = req.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
 	defer p.Release(ctx)
 	within := expiry * 4 / 5 // a renewal's time, well before the lease ends
+	waitLeases(t, st, places, 0, within, "the served process's queue lease")
+
+	// Closing a process with waiters queued drops its lease at once.
+	c := open()
+	c.Start(core.Forever, nil)
+	waitLeases(t, st, places, 1, within, "the queue lease of a new waiter")
+	c.Close()
+	waitLeases(t, st, places, 0, 100*time.Millisecond, "the queue lease of a closed process")
+}
+
+// waitLeases waits until the set of queue leases places holds n, at most
+// within.
+func waitLeases(t *testing.T, st *core.Store, places string, n int64, within time.Duration, what string) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		n, err := st.Client().ZCard(ctx, places).Result()
+		got, err := st.Client().ZCard(context.Background(), places).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 0 {
+		if got == n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the served process's queue lease still there after %v", within)
+			t.Fatalf("%s: %d queue leases after %v, want %d", what, got, within, n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
