@@ -38,17 +38,10 @@ func TestSemaphoreKeysAlwaysExpire(t *testing.T) {
 	eachBackend(t, func(t *testing.T, st *core.Store) {
 		const expiry = 2 * time.Second
 		name := uniqueName(t)
-		open := func() *core.Semaphore {
-			s, err := core.NewSemaphore(st, name, 2, core.SemaphoreOptions{Expiry: expiry})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s.Close() })
-			return s
-		}
 		// Two instances stand for two processes: grants between them go
 		// through the channel.
-		a, b := open(), open()
+		a := namedSemaphore(t, st, name, 2, expiry)
+		b := namedSemaphore(t, st, name, 2, expiry)
 		ctx := context.Background()
 
 		p1, err := a.Acquire(ctx, core.Forever)
@@ -210,15 +203,8 @@ func TestSemaphoreQueueLeaseGoesWithTheLastWaiter(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	const expiry = 1500 * time.Millisecond // renewals every 500 ms
 	name := uniqueName(t)
-	open := func() *core.Semaphore {
-		s, err := core.NewSemaphore(st, name, 1, core.SemaphoreOptions{Expiry: expiry})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a, b := open(), open()
+	a := namedSemaphore(t, st, name, 1, expiry)
+	b := namedSemaphore(t, st, name, 1, expiry)
 	ctx := context.Background()
 	p, err := a.Acquire(ctx, core.Forever)
 	if err != nil {
@@ -237,7 +223,7 @@ func TestSemaphoreQueueLeaseGoesWithTheLastWaiter(t *testing.T) {
 	waitLeases(t, st, places, 0, within, "the served process's queue lease")
 
 	// Closing a process with waiters queued drops its lease at once.
-	c := open()
+	c := namedSemaphore(t, st, name, 1, expiry)
 	c.Start(core.Forever, nil)
 	waitLeases(t, st, places, 1, within, "the queue lease of a new waiter")
 	c.Close()

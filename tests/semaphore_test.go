@@ -15,7 +15,15 @@ import (
 
 func newSemaphore(t *testing.T, st *core.Store, capacity int, expiry time.Duration) *core.Semaphore {
 	t.Helper()
-	s, err := core.NewSemaphore(st, uniqueName(t), capacity, core.SemaphoreOptions{Expiry: expiry})
+	return namedSemaphore(t, st, uniqueName(t), capacity, expiry)
+}
+
+// namedSemaphore opens semaphore name on st, closed when the test ends;
+// each call stands for another process using it.
+func namedSemaphore(t *testing.T, st *core.Store, name string, capacity int,
+	expiry time.Duration) *core.Semaphore {
+	t.Helper()
+	s, err := core.NewSemaphore(st, name, capacity, core.SemaphoreOptions{Expiry: expiry})
 	if err != nil {
 		t.Fatal(err)
 	}
