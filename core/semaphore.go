@@ -343,9 +343,6 @@ func (s *Semaphore) run() {
 		case <-timer.C:
 		case <-s.stop:
 			s.step(false) // one last round for what Close left behind
-			if s.queueLease {
-				s.renew(false) // nothing is queued: this drops the queue lease
-			}
 			if subscribed {
 				s.store.hub.unsubscribe(s, s.channel)
 			}
@@ -524,10 +521,15 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 	sent := time.Now()
 	refresh := sent.Sub(s.keptAt) >= keepEvery
 	s.mu.Lock()
-	hadQueued := len(s.waiting) > 0
+	queued := flag(len(s.waiting) > 0)
 	s.mu.Unlock()
+	s.in.Lock()
+	if s.closed {
+		queued = "x" // Close's last round: drop the queue lease
+	}
+	s.in.Unlock()
 	args := make([]any, 0, 3+len(leaving)+2*len(arrivals))
-	args = append(args, flag(refresh), flag(hadQueued), len(leaving))
+	args = append(args, flag(refresh), queued, len(leaving))
 	for _, id := range leaving {
 		args = append(args, id)
 	}
@@ -697,14 +699,6 @@ func (s *Semaphore) renew(lookUp bool) time.Duration {
 		statuses, granted, wait, lost, err = parseGrantReply(reply, len(ids)-1)
 	}
 	if err != nil {
-		s.in.Lock()
-		closed := s.closed
-		s.in.Unlock()
-		if closed { // the call that drops the queue lease: it expires anyway
-			s.store.log.Debug("timely: queue lease not dropped at close",
-				"semaphore", s.name, "err", err)
-			return -1
-		}
 		s.store.log.Warn("timely: lease renewal failed; retrying",
 			"semaphore", s.name, "err", err)
 		s.renewFailed = true

@@ -3,8 +3,8 @@
 --
 -- ARGV[5] "1" to keep every key and write info (see the header on TTLs),
 --   else "0".
--- ARGV[6] "1" when the caller has waiters queued by earlier calls, else
---   "0".
+-- ARGV[6] "1" when the caller has waiters queued by earlier calls, "0"
+--   when not, "x" when it is closing: its queue lease is dropped.
 -- ARGV[7] n, how many ids leave; ARGV[8 .. 7+n] those ids: each gives back
 --   its permit, or leaves the queue.
 -- ARGV[8+n ..] pairs (id, wait) of new waiters: wait "1" keeps the waiter
@@ -186,6 +186,9 @@ if #ids > 0 then
   end
 end
 
+if ARGV[6] == 'x' then
+  redis.call('ZREM', places, caller)
+end
 if refresh then
   redis.call('HSET', info, 'capacity', capacity, 'expiry_ms', expiry)
   keep(holders, queue, places, info)
