@@ -35,7 +35,7 @@ var (
 var (
 	semaphoreRound = redis.NewScript(semaphoreCommon + semaphoreRoundLua)
 	semaphoreRenew = redis.NewScript(semaphoreCommon + semaphoreRenewLua)
-	semaphoreState = redis.NewScript(semaphoreStateLua)
+	semaphoreState = redis.NewScript(semaphoreCommon + semaphoreStateLua)
 	bucketReserve  = redis.NewScript(bucketCommon + bucketReserveLua)
 	bucketGiveback = redis.NewScript(bucketCommon + bucketGivebackLua)
 	bucketState    = redis.NewScript(bucketCommon + bucketStateLua)

@@ -71,24 +71,31 @@ local function token_of(id)
   return string.sub(id, 1, (string.find(id, ':', 1, true) or 0) - 1)
 end
 
--- Drop the queued waiters of every process whose queue lease has run out
--- (it died, was killed or froze), with those leases, and return how many
--- waiters went. Only a process's end costs a pass over the queue.
-local function purge_places(now)
+-- The processes whose queue lease has run out (they died, were killed or
+-- froze), and the waiters they still have queued. Only a process's end
+-- costs a pass over the queue.
+local function dead_waiters(now)
   local dead = redis.call('ZRANGEBYSCORE', places, '-inf', now)
+  local gone = {}
   if #dead == 0 then
-    return 0
+    return dead, gone
   end
   local is_dead = {}
   for _, token in ipairs(dead) do
     is_dead[token] = true
   end
-  local gone = {}
   for _, id in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
     if is_dead[token_of(id)] then
       gone[#gone + 1] = id
     end
   end
+  return dead, gone
+end
+
+-- Drop dead processes' queued waiters with their leases, and return how
+-- many waiters went.
+local function purge_places(now)
+  local dead, gone = dead_waiters(now)
   zrem_all(queue, gone)
   zrem_all(places, dead)
   return #gone
@@ -161,6 +168,34 @@ local function members(key, ids)
     end
   end
   return found
+end
+
+-- Where each of ids stands: statuses[k] is 1 when the k-th holds a lease,
+-- 2 when it is queued (looked up only with in_queue), 0 when neither. The
+-- memberships are read in batches: one ZMSCORE per set and chunk.
+local function locate(ids, in_queue)
+  local held = members(holders, ids)
+  local rest = {}
+  for _, id in ipairs(ids) do
+    if not held[id] then
+      rest[#rest + 1] = id
+    end
+  end
+  local queued = {}
+  if in_queue and #rest > 0 then
+    queued = members(queue, rest)
+  end
+  local statuses = {}
+  for k, id in ipairs(ids) do
+    if held[id] then
+      statuses[k] = 1
+    elseif queued[id] then
+      statuses[k] = 2
+    else
+      statuses[k] = 0
+    end
+  end
+  return statuses
 end
 
 -- Time until the earliest lease deadline, in ms, or -1 when no permit is

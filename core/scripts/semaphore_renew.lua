@@ -31,27 +31,11 @@ for i = 6, #ARGV do
 end
 
 -- Memberships are read and leases written in batches, not per id.
-local held = members(holders, ids)
-local rest = {}
-for _, id in ipairs(ids) do
-  if not held[id] then
-    rest[#rest + 1] = id
-  end
-end
-local queued = {}
-if #rest > 0 then
-  queued = members(queue, rest)
-end
+local statuses = locate(ids, true)
 local leases = {}
-local statuses = {}
 for k, id in ipairs(ids) do
-  if held[id] then
+  if statuses[k] == 1 then
     leases[#leases + 1] = id
-    statuses[k] = 1
-  elseif queued[id] then
-    statuses[k] = 2
-  else
-    statuses[k] = 0
   end
 end
 local deadline_ms = tostring(now + expiry)

@@ -52,46 +52,29 @@ local leaving = {}
 for i = 8, 7 + n do
   leaving[#leaving + 1] = ARGV[i]
 end
-local held, queued = {}, {}
 if n == 1 then
-  held[leaving[1]] = redis.call('ZREM', holders, leaving[1]) == 1
-  if not held[leaving[1]] and waiting > 0 then
-    queued[leaving[1]] = redis.call('ZREM', queue, leaving[1]) == 1
-    if queued[leaving[1]] then
-      waiting = waiting - 1
-    end
+  local id = leaving[1]
+  if redis.call('ZREM', holders, id) == 1 then
+    left[1] = 1
+  elseif waiting > 0 and redis.call('ZREM', queue, id) == 1 then
+    left[1] = 2
+    waiting = waiting - 1
+  else
+    left[1] = 0
   end
 elseif n > 1 then
-  held = members(holders, leaving)
-  local released, withdrawn = {}, {}
-  for _, id in ipairs(leaving) do
-    if held[id] then
+  left = locate(leaving, waiting > 0)
+  local released, gone = {}, {}
+  for k, id in ipairs(leaving) do
+    if left[k] == 1 then
       released[#released + 1] = id
-    else
-      withdrawn[#withdrawn + 1] = id
+    elseif left[k] == 2 then
+      gone[#gone + 1] = id
     end
   end
   zrem_all(holders, released)
-  if waiting > 0 and #withdrawn > 0 then
-    queued = members(queue, withdrawn)
-    local gone = {}
-    for _, id in ipairs(withdrawn) do
-      if queued[id] then
-        gone[#gone + 1] = id
-      end
-    end
-    zrem_all(queue, gone)
-    waiting = waiting - #gone
-  end
-end
-for k, id in ipairs(leaving) do
-  if held[id] then
-    left[k] = 1
-  elseif queued[id] then
-    left[k] = 2
-  else
-    left[k] = 0
-  end
+  zrem_all(queue, gone)
+  waiting = waiting - #gone
 end
 
 -- Permits freed by the releases go to the head of the queue first. From
