@@ -400,8 +400,7 @@ func (s *Semaphore) notice(payload string, resubscribed bool) {
 	s.mu.Lock()
 	defer s.unlock()
 	if resubscribed {
-		s.recheck = true
-		s.poke()
+		s.lookUpWaiters() // announcements may have gone by unheard
 		return
 	}
 	for _, id := range strings.Fields(payload) {
@@ -576,8 +575,7 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 		// It may also have granted waiters queued earlier, which learn
 		// of that only from its reply: a renewal finds them.
 		if len(s.waiting) > 0 {
-			s.recheck = true
-			s.poke()
+			s.lookUpWaiters()
 		}
 		return -1
 	}
@@ -602,7 +600,7 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 	}
 	s.grantedLocked(granted)
 	if lost {
-		s.lostQueueLease()
+		s.lookUpWaiters() // they were dropped with the expired queue lease
 	}
 	return s.pollDelay(wait)
 }
@@ -615,11 +613,12 @@ func flag(b bool) string {
 	return "0"
 }
 
-// lostQueueLease is told that this process's queue lease had run out (it
-// was frozen for longer than expiry) and its waiters were dropped from the
-// queue: a renewal that looks them up comes next, and queues again those
-// not granted meanwhile. mu is held.
-func (s *Semaphore) lostQueueLease() {
+// lookUpWaiters has the next round followed by a renewal that looks up
+// every queued waiter of this process: it completes those granted without
+// their announcement reaching us, and queues again those dropped with an
+// expired queue lease (the process was frozen for longer than expiry).
+// mu is held.
+func (s *Semaphore) lookUpWaiters() {
 	s.recheck = true
 	s.poke()
 }
@@ -743,7 +742,7 @@ func (s *Semaphore) renew(lookUp bool) time.Duration {
 	}
 	s.grantedLocked(granted)
 	if lost && !lookUp {
-		s.lostQueueLease()
+		s.lookUpWaiters() // they were dropped with the expired queue lease
 	}
 	return s.pollDelay(wait)
 }
