@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -35,6 +36,11 @@ const lookUpEvery = 10
 // TTLs alone unless they create a key. It must stay well under the 1 s
 // by which a key's TTL outlasts the entries it covers.
 const keepEvery = 250 * time.Millisecond
+
+// minBudget is the least time worth spending on a round in a caller's own
+// goroutine (see StartNow): below it, a round would rarely come back in
+// time.
+const minBudget = 100 * time.Microsecond
 
 // SemaphoreOptions tunes a Semaphore. The zero value gives the defaults.
 type SemaphoreOptions struct {
@@ -95,10 +101,23 @@ type Semaphore struct {
 	stop     chan struct{}
 	stopped  chan struct{}
 
-	renewFailed bool      // the last renewal failed: retry sooner; dispatcher only
-	renewals    int       // renewals since the last that looked the waiters up; dispatcher only
-	queueLease  bool      // a queue lease of ours may be in Redis; dispatcher only
-	keptAt      time.Time // when the last call that kept every key was sent; dispatcher only
+	// unsure holds the ids whose round ran out of its caller's budget
+	// (see StartNow): Redis may run that call later, or may have run it.
+	// A waiter among them is looked up, and queued again if Redis does not
+	// know it; a release among them is sent again, and an id Redis does
+	// not know then counts as released, not as a lost lease.
+	unsure map[string]bool
+
+	// turn is held by whoever runs a round or a renewal: the dispatcher,
+	// or a caller of StartNow in its own goroutine. The fields marked
+	// "turn" belong to its holder.
+	turn        sync.Mutex
+	subscribed  atomic.Bool   // the grant channel is joined: rounds may queue waiters
+	nowPoll     time.Duration // how soon a StartNow round asks the dispatcher to poll, -1: no ask; turn
+	renewFailed bool          // the last renewal failed: retry sooner; turn
+	renewals    int           // renewals since the last that looked the waiters up; turn
+	queueLease  bool          // a queue lease of ours may be in Redis; turn
+	keptAt      time.Time     // when the last call that kept every key was sent; turn
 
 	// later holds what must run once mu is released: completions, which
 	// run the callers' onDone, and release callbacks. Run under the lock,
@@ -159,6 +178,8 @@ func NewSemaphore(store *Store, name string, capacity int,
 		sent:     map[string]bool{},
 		waiting:  map[string]*semWaiter{},
 		holding:  map[string]*Permit{},
+		unsure:   map[string]bool{},
+		nowPoll:  -1,
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
@@ -191,6 +212,29 @@ func (s *Semaphore) Acquire(ctx context.Context, maxSleep time.Duration) (*Permi
 // once the request completes, on a goroutine of the core; it must not
 // block. Cancel the request to give up.
 func (s *Semaphore) Start(maxSleep time.Duration, onDone func(*Request)) *Request {
+	req := s.start(maxSleep, onDone)
+	s.poke()
+	return req
+}
+
+// StartNow is Start for a caller that waits up to budget for the outcome
+// anyway (such as an event loop that gives an uncontended acquisition a
+// millisecond): when the dispatcher is idle, the round runs in the
+// calling goroutine, bounded by budget, which spares the hand-offs to and
+// from the dispatcher's goroutine, each a wake-up of a sleeping thread.
+// Otherwise, and when Redis does not answer within budget, it is Start:
+// the dispatcher carries on, and looks up what that call did.
+func (s *Semaphore) StartNow(maxSleep time.Duration, onDone func(*Request),
+	budget time.Duration) *Request {
+	req := s.start(maxSleep, onDone)
+	if !s.roundNow(budget) {
+		s.poke()
+	}
+	return req
+}
+
+// start queues a new acquisition for the next round.
+func (s *Semaphore) start(maxSleep time.Duration, onDone func(*Request)) *Request {
 	req := newRequest(onDone)
 	w := &semWaiter{req: req, wait: maxSleep != 0}
 	req.cancel = func() { s.withdraw(w, ErrCanceled) }
@@ -217,7 +261,6 @@ func (s *Semaphore) Start(maxSleep time.Duration, onDone func(*Request)) *Reques
 		go s.run()
 	}
 	s.in.Unlock()
-	s.poke()
 	return req
 }
 
@@ -342,7 +385,9 @@ func (s *Semaphore) run() {
 		case <-s.kick:
 		case <-timer.C:
 		case <-s.stop:
+			s.turn.Lock()
 			s.step(false) // one last round for what Close left behind
+			s.turn.Unlock()
 			if subscribed {
 				s.store.hub.unsubscribe(s, s.channel)
 			}
@@ -350,9 +395,17 @@ func (s *Semaphore) run() {
 		}
 		if !subscribed {
 			subscribed = s.subscribe()
+			s.subscribed.Store(subscribed)
 		}
 		due := !time.Now().Before(wake)
-		if poll := s.step(due); poll >= 0 {
+		s.turn.Lock()
+		poll := s.step(due)
+		if s.nowPoll >= 0 && (poll < 0 || s.nowPoll < poll) {
+			poll = s.nowPoll
+		}
+		s.nowPoll = -1
+		s.turn.Unlock()
+		if poll >= 0 {
 			at := time.Now().Add(poll)
 			if pollAt.IsZero() || at.Before(pollAt) || due {
 				pollAt = at
@@ -413,9 +466,11 @@ func (s *Semaphore) notice(payload string, resubscribed bool) {
 		if _, ok := s.sent[id]; ok {
 			// The grant overtook the reply of the call that queued it,
 			// which travels on another connection: the round finds it
-			// here. (Other ids were granted already, or withdrawn.)
+			// here.
 			s.sent[id] = true
+			continue
 		}
+		s.strayLocked(id)
 	}
 }
 
@@ -453,17 +508,83 @@ func (s *Semaphore) recoverPanic() {
 // step runs one round: the releases and withdrawals, then the new
 // arrivals, in one call; then, when due, the renewal. It returns how soon
 // to poll for expired leases while waiters are queued, or -1 for no poll.
+// turn is held.
 func (s *Semaphore) step(renewDue bool) time.Duration {
+	leaving, arrivals, released := s.take()
+	s.mu.Lock()
+	recheck := s.recheck
+	s.recheck = false
+	s.mu.Unlock()
+
+	poll := time.Duration(-1)
+	if len(leaving) > 0 || len(arrivals) > 0 {
+		poll, _ = s.round(s.store.rdb, leaving, arrivals, callTimeout)
+	}
+	s.mu.Lock()
+	s.answered = released
+	s.mu.Unlock()
+	if renewDue || recheck {
+		s.renewals++
+		lookUp := recheck || s.renewals >= lookUpEvery
+		if lookUp {
+			s.renewals = 0
+		}
+		poll = s.renew(lookUp)
+	}
+	return poll
+}
+
+// roundNow runs the round of StartNow in the calling goroutine, if the
+// dispatcher is idle and the grant channel is joined (a waiter the round
+// queues must hear its grant), and reports whether it did; nothing is
+// left for the dispatcher then, unless Redis did not answer within
+// budget. Renewals stay with the dispatcher.
+func (s *Semaphore) roundNow(budget time.Duration) bool {
+	if budget < minBudget || !s.store.deadlines || !s.subscribed.Load() || !s.turn.TryLock() {
+		return false
+	}
+	defer s.turn.Unlock()
+	s.in.Lock()
+	closed := s.closed
+	s.in.Unlock()
+	if closed {
+		return false // Close's last round is the dispatcher's
+	}
+	leaving, arrivals, released := s.take()
+	if len(leaving) == 0 && len(arrivals) == 0 {
+		return true
+	}
+	rdb := s.store.rdb
+	if now := s.store.now; now != nil && s.store.nowMu.TryLock() {
+		defer s.store.nowMu.Unlock()
+		rdb = now
+	}
+	poll, ok := s.round(rdb, leaving, arrivals, budget)
+	if !ok {
+		return true // put back for the dispatcher, which was poked
+	}
+	s.mu.Lock()
+	s.answered = released
+	s.mu.Unlock()
+	if poll >= 0 {
+		s.nowPoll = poll
+		s.poke()
+	}
+	return true
+}
+
+// take empties the inbox for a round: the ids leaving (with the releases
+// that failed before, retried until their lease would have ended), the
+// arrivals still wanted, and the count of releases queued so far, which
+// the round answers.
+func (s *Semaphore) take() (leaving []string, arrivals []*semWaiter, released uint64) {
 	s.mu.Lock()
 	s.in.Lock()
 	leaving, taken, releases := s.leaving, s.arrivals, s.releases
 	s.leaving, s.arrivals, s.releases = nil, nil, nil
-	released := s.released // this round answers every release up to here
+	released = s.released
 	s.in.Unlock()
-	recheck := s.recheck
-	s.recheck = false
 	s.inflight = releases
-	var arrivals []*semWaiter
 	for _, w := range taken {
 		if w.state == waiterNew { // not withdrawn since it was queued
 			w.state = waiterSent
@@ -483,30 +604,16 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 		}
 	}
 	s.unlock()
-
-	poll := time.Duration(-1)
-	if len(leaving) > 0 || len(arrivals) > 0 {
-		poll = s.round(leaving, arrivals)
-	}
-	s.mu.Lock()
-	s.answered = released
-	s.mu.Unlock()
-	if renewDue || recheck {
-		s.renewals++
-		lookUp := recheck || s.renewals >= lookUpEvery
-		if lookUp {
-			s.renewals = 0
-		}
-		poll = s.renew(lookUp)
-	}
-	return poll
+	return leaving, arrivals, released
 }
 
-// call runs a semaphore script with the args appended to the common ARGV.
-func (s *Semaphore) call(script *redis.Script, args []any) ([]any, error) {
-	ctx, cancel := context.WithTimeout(background, callTimeout)
+// call runs a semaphore script on rdb with the args appended to the
+// common ARGV, giving up after timeout.
+func (s *Semaphore) call(rdb redis.Scripter, script *redis.Script,
+	timeout time.Duration, args []any) ([]any, error) {
+	ctx, cancel := context.WithTimeout(background, timeout)
 	defer cancel()
-	v, err := run(ctx, s.store.rdb, script, s.keys, append(s.head[:len(s.head):len(s.head)], args...)...)
+	v, err := run(ctx, rdb, script, s.keys, append(s.head[:len(s.head):len(s.head)], args...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -514,9 +621,14 @@ func (s *Semaphore) call(script *redis.Script, args []any) ([]any, error) {
 }
 
 // round releases or withdraws the leaving ids and enqueues the arrivals
-// in one call, reports each release, and completes the arrivals granted
-// or refused at once. It returns how soon to look again when some wait.
-func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration {
+// in one call on rdb that gives up after timeout, reports each release, and
+// completes the arrivals granted or refused at once. It returns how soon
+// to look again when some wait. A failed call fails the arrivals, unless
+// it had less than callTimeout (a caller's budget, see StartNow): then
+// its ids go back to the dispatcher, which finds out what the call did,
+// and round reports false.
+func (s *Semaphore) round(rdb redis.Scripter, leaving []string, arrivals []*semWaiter,
+	timeout time.Duration) (time.Duration, bool) {
 	sent := time.Now()
 	refresh := sent.Sub(s.keptAt) >= keepEvery
 	s.mu.Lock()
@@ -539,7 +651,7 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 		}
 		args = append(args, w.id, wait)
 	}
-	reply, err := s.call(semaphoreRound, args)
+	reply, err := s.call(rdb, semaphoreRound, timeout, args)
 	var left, statuses []int64
 	var granted []string
 	var wait int64
@@ -556,6 +668,10 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 
 	s.mu.Lock()
 	defer s.unlock()
+	if err != nil && timeout < callTimeout {
+		s.putBack(leaving, arrivals)
+		return -1, false
+	}
 	// After this reply a grant finds its waiter queued, and the ids of
 	// waiters withdrawn meanwhile are settled by their leave call.
 	announced := make([]bool, len(arrivals))
@@ -577,7 +693,7 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 		if len(s.waiting) > 0 {
 			s.lookUpWaiters()
 		}
-		return -1
+		return -1, true
 	}
 	for i, w := range arrivals {
 		if w.state != waiterSent {
@@ -602,7 +718,42 @@ func (s *Semaphore) round(leaving []string, arrivals []*semWaiter) time.Duration
 	if lost {
 		s.lookUpWaiters() // they were dropped with the expired queue lease
 	}
-	return s.pollDelay(wait)
+	return s.pollDelay(wait), true
+}
+
+// putBack hands the ids of a round that ran out of its caller's budget to
+// the dispatcher. Redis may yet run that call, or may have run it, so
+// nothing may be sent as new: the releases go again (an id then unknown
+// to Redis counts as released), and the arrivals wait as if queued while
+// a renewal looks them up: granted, queued, or else queued again. mu is
+// held.
+func (s *Semaphore) putBack(leaving []string, arrivals []*semWaiter) {
+	s.in.Lock()
+	for _, id := range leaving {
+		if _, ok := s.orphans[id]; ok {
+			continue // every round retries it anyway
+		}
+		if done, ok := s.inflight[id]; ok {
+			if s.releases == nil {
+				s.releases = map[string]func(error){}
+			}
+			s.releases[id] = done
+		}
+		s.unsure[id] = true
+		s.leaving = append(s.leaving, id)
+	}
+	s.in.Unlock()
+	s.inflight = nil
+	for _, w := range arrivals {
+		delete(s.sent, w.id)
+		if w.state != waiterSent {
+			continue // withdrawn meanwhile: its leave call settles it
+		}
+		w.state = waiterQueued
+		s.waiting[w.id] = w
+		s.unsure[w.id] = true
+	}
+	s.lookUpWaiters()
 }
 
 // flag is a script's boolean argument.
@@ -637,7 +788,9 @@ func (s *Semaphore) settleLeaving(ids []string, left []int64, err error) {
 			}
 		} else {
 			delete(s.orphans, id)
-			if left[i] == 0 && done != nil {
+			unsure := s.unsure[id]
+			delete(s.unsure, id)
+			if left[i] == 0 && done != nil && !unsure {
 				result = ErrLeaseLost
 				s.store.log.Warn("timely: permit lease had expired before release",
 					"semaphore", s.name, "permit", id)
@@ -689,7 +842,7 @@ func (s *Semaphore) renew(lookUp bool) time.Duration {
 	}
 
 	sent := time.Now()
-	reply, err := s.call(semaphoreRenew, ids)
+	reply, err := s.call(s.store.rdb, semaphoreRenew, callTimeout, ids)
 	var statuses []int64
 	var granted []string
 	var wait int64
@@ -720,6 +873,8 @@ func (s *Semaphore) renew(lookUp bool) time.Duration {
 			}
 		}
 		if w := s.waiting[id]; w != nil {
+			unsure := s.unsure[id]
+			delete(s.unsure, id)
 			switch statuses[i] {
 			case 1:
 				s.grantLocked(id) // its grant notice was missed
@@ -732,7 +887,9 @@ func (s *Semaphore) renew(lookUp bool) time.Duration {
 				s.arrivals = append(s.arrivals, w)
 				s.in.Unlock()
 				s.poke()
-				requeued++
+				if !unsure { // else its first call never ran: not news
+					requeued++
+				}
 			}
 		}
 	}
@@ -764,8 +921,32 @@ func (s *Semaphore) failWaiting(err error) {
 // grantedLocked completes the local waiters among ids granted in Redis.
 func (s *Semaphore) grantedLocked(ids []string) {
 	for _, id := range ids {
-		s.grantLocked(id)
+		if !s.grantLocked(id) && strings.HasPrefix(id, s.idPrefix+":") {
+			s.strayLocked(id)
+		}
 	}
+}
+
+// strayLocked gives back a permit granted to an id of this process that
+// nobody here waits for or holds, unless that id is in a call under way.
+// Such a grant comes to a waiter withdrawn meanwhile (its leave call gives
+// it back too; the second removal finds nothing), or to an id queued in
+// Redis by a call whose reply never came (see putBack), which Redis ran
+// after the dispatcher had queued the id again: without this, the permit
+// would stay held by nobody until its lease ran out. mu is held.
+func (s *Semaphore) strayLocked(id string) {
+	if _, ok := s.holding[id]; ok {
+		return // granted already: a repeated announcement
+	}
+	if _, ok := s.sent[id]; ok {
+		return
+	}
+	s.in.Lock()
+	if !s.closed {
+		s.leaving = append(s.leaving, id)
+	}
+	s.in.Unlock()
+	s.poke()
 }
 
 // grantLocked completes the waiter id with its permit, if it is a queued
@@ -776,6 +957,7 @@ func (s *Semaphore) grantLocked(id string) bool {
 		return false
 	}
 	delete(s.waiting, id)
+	delete(s.unsure, id)
 	s.finish(w, s.holdLocked(id), nil)
 	return true
 }

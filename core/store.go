@@ -36,6 +36,15 @@ type Store struct {
 	log   *slog.Logger
 	hub   *hub
 	owned bool
+	// deadlines: rdb ends a call at its context's deadline (go-redis's
+	// ContextTimeoutEnabled), so a call can be bounded to a caller's
+	// budget of a millisecond (see Semaphore.StartNow).
+	deadlines bool
+	// now is the client of the rounds run in callers' goroutines, one
+	// connection that polls for its replies (see spinClient), or nil; it
+	// serves one round at a time (nowMu), others use rdb.
+	now   *redis.Client
+	nowMu sync.Mutex
 }
 
 // NewStore wraps a go-redis client. The caller keeps ownership of rdb:
@@ -45,7 +54,19 @@ func NewStore(rdb redis.UniversalClient, opts StoreOptions) *Store {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Store{rdb: rdb, log: log, hub: newHub(rdb, log)}
+	return &Store{rdb: rdb, log: log, hub: newHub(rdb, log), deadlines: honoursDeadlines(rdb)}
+}
+
+// honoursDeadlines reports whether rdb bounds its calls by their
+// context's deadline. Clients made by Open do.
+func honoursDeadlines(rdb redis.UniversalClient) bool {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return false
 }
 
 // Open connects to the Redis named by rawURL, in one of the forms
@@ -71,12 +92,13 @@ func NewStore(rdb redis.UniversalClient, opts StoreOptions) *Store {
 // named in the URL are read at once. Errors wrap ErrURL and never include
 // the password.
 func Open(rawURL string, opts StoreOptions) (*Store, error) {
-	rdb, err := newClient(rawURL)
+	rdb, now, err := newClient(rawURL)
 	if err != nil {
 		return nil, err
 	}
 	s := NewStore(rdb, opts)
 	s.owned = true
+	s.now = now
 	return s, nil
 }
 
@@ -89,6 +111,9 @@ func (s *Store) Close() error {
 	err := s.hub.close()
 	if s.owned {
 		err = errors.Join(err, s.rdb.Close())
+	}
+	if s.now != nil {
+		err = errors.Join(err, s.now.Close())
 	}
 	return err
 }
@@ -103,9 +128,9 @@ var (
 // newMemoryClient serves memory:// from a miniredis in this process. Its
 // TTLs only run when its clock is moved, so a goroutine moves it in step
 // with real time, keeping TTLs and TIME on the same clock.
-func newMemoryClient(u *url.URL) (redis.UniversalClient, error) {
+func newMemoryClient(u *url.URL) (redis.UniversalClient, *redis.Client, error) {
 	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
-		return nil, fmt.Errorf("%w: %q: memory:// takes only a name, as memory://name",
+		return nil, nil, fmt.Errorf("%w: %q: memory:// takes only a name, as memory://name",
 			ErrURL, u.Redacted())
 	}
 	memoryMu.Lock()
@@ -114,12 +139,14 @@ func newMemoryClient(u *url.URL) (redis.UniversalClient, error) {
 	if m == nil {
 		m = miniredis.NewMiniRedis()
 		if err := m.StartAddr("127.0.0.1:0"); err != nil {
-			return nil, fmt.Errorf("%w: start embedded redis: %w", ErrConnection, err)
+			return nil, nil, fmt.Errorf("%w: start embedded redis: %w", ErrConnection, err)
 		}
 		go advance(m)
 		memoryServers[u.Host] = m
 	}
-	return redis.NewClient(&redis.Options{Addr: m.Addr(), PoolSize: PoolSize}), nil
+	o := &redis.Options{Addr: m.Addr(), PoolSize: PoolSize, ContextTimeoutEnabled: true}
+	now := spinClient(o) // before NewClient fills in o's dialer
+	return redis.NewClient(o), now, nil
 }
 
 func advance(m *miniredis.Miniredis) {

@@ -31,27 +31,31 @@ const (
 	ParamKeyFile = "ssl_keyfile"
 )
 
-// newClient makes the client for one of the URL forms that Open accepts.
-// It does no network I/O; TLS files named in the URL are read here, so
-// that a wrong path fails at once.
-func newClient(rawURL string) (redis.UniversalClient, error) {
+// newClient makes the client for one of the URL forms that Open accepts,
+// and for a single server without TLS (memory:// too) the client of the
+// rounds run in callers' goroutines (see spinClient). It does no network
+// I/O; TLS files named in the URL are read here, so that a wrong path
+// fails at once.
+func newClient(rawURL string) (rdb redis.UniversalClient, now *redis.Client, err error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %q cannot be parsed", ErrURL, redact(rawURL))
+		return nil, nil, fmt.Errorf("%w: %q cannot be parsed", ErrURL, redact(rawURL))
 	}
 	p := &urlParser{u: u, shown: redactURL(u)}
 	switch u.Scheme {
 	case "redis", "rediss", "unix":
 		return p.single()
 	case "redis+cluster", "rediss+cluster":
-		return p.cluster()
+		rdb, err = p.cluster()
 	case "redis+sentinel", "rediss+sentinel":
-		return p.sentinel()
+		rdb, err = p.sentinel()
 	case "memory":
 		return newMemoryClient(u)
+	default:
+		err = p.fail("unsupported scheme %q; use redis, rediss, unix, "+
+			"redis+cluster, redis+sentinel or memory", u.Scheme)
 	}
-	return nil, p.fail("unsupported scheme %q; use redis, rediss, unix, "+
-		"redis+cluster, redis+sentinel or memory", u.Scheme)
+	return rdb, nil, err
 }
 
 // urlParser carries the URL being read and its printable form.
@@ -73,26 +77,29 @@ func (p *urlParser) goRedisError(err error) error {
 func (p *urlParser) tlsScheme() bool { return strings.HasPrefix(p.u.Scheme, "rediss") }
 
 // single reads redis://, rediss:// and unix:// with go-redis's ParseURL,
-// once timely's own parameters are taken out.
-func (p *urlParser) single() (redis.UniversalClient, error) {
+// once timely's own parameters are taken out. It also returns the client
+// of StartNow's rounds (see spinClient), or nil.
+func (p *urlParser) single() (redis.UniversalClient, *redis.Client, error) {
 	q := p.u.Query()
 	files, err := p.takeTLSFiles(q)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	plain := *p.u
 	plain.RawQuery = q.Encode()
 	o, err := redis.ParseURL(plain.String())
 	if err != nil {
-		return nil, p.goRedisError(err)
+		return nil, nil, p.goRedisError(err)
 	}
 	if err := p.applyTLSFiles(o.TLSConfig, files); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if o.PoolSize == 0 {
 		o.PoolSize = PoolSize
 	}
-	return redis.NewClient(o), nil
+	o.ContextTimeoutEnabled = true
+	now := spinClient(o) // before NewClient fills in o's dialer
+	return redis.NewClient(o), now, nil
 }
 
 // cluster reads redis+cluster://[user:password@]host:port[,host:port...]
@@ -129,6 +136,7 @@ func (p *urlParser) cluster() (redis.UniversalClient, error) {
 	if o.PoolSize == 0 {
 		o.PoolSize = PoolSize
 	}
+	o.ContextTimeoutEnabled = true
 	return redis.NewClusterClient(o), nil
 }
 
@@ -181,6 +189,7 @@ func (p *urlParser) sentinel() (redis.UniversalClient, error) {
 	if o.PoolSize == 0 {
 		o.PoolSize = PoolSize
 	}
+	o.ContextTimeoutEnabled = true
 	return redis.NewFailoverClient(o), nil
 }
 

@@ -21,11 +21,14 @@ import (
 
 func mustClient(t *testing.T, raw string) redis.UniversalClient {
 	t.Helper()
-	c, err := newClient(raw)
+	c, now, err := newClient(raw)
 	if err != nil {
 		t.Fatalf("newClient(%q): %v", raw, err)
 	}
 	t.Cleanup(func() { c.Close() })
+	if now != nil {
+		t.Cleanup(func() { now.Close() })
+	}
 	return c
 }
 
@@ -110,7 +113,7 @@ func TestURLErrors(t *testing.T) {
 		{"redis://:hunter2@h:1:2:3/%zz", "cannot be parsed"},
 	}
 	for _, c := range cases {
-		_, err := newClient(c.url)
+		_, _, err := newClient(c.url)
 		if err == nil {
 			t.Errorf("%s: accepted", c.url)
 			continue
@@ -145,7 +148,7 @@ func TestURLTLSFiles(t *testing.T) {
 		t.Fatal("cluster TLS configuration lacks the CA")
 	}
 
-	_, err := newClient("rediss://h:1?ssl_ca_certs=" + key)
+	_, _, err := newClient("rediss://h:1?ssl_ca_certs=" + key)
 	if err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Fatalf("a key file as CA file gave %v", err)
 	}

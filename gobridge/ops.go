@@ -166,12 +166,18 @@ func Acquire(h, nid, maxSleepUs, waitUs int64) (id int64, err error) {
 		maxSleep = time.Duration(maxSleepUs) * time.Microsecond
 	}
 	onDone := func(r *core.Request) { o.finish(r.Result()) }
-	if l.sem != nil {
+	wait := time.Duration(waitUs) * time.Microsecond
+	if l.sem != nil && wait > 0 {
+		// Waiting anyway: run the round here when the dispatcher is idle.
+		started := time.Now()
+		o.req = l.sem.StartNow(maxSleep, onDone, wait)
+		wait -= time.Since(started)
+	} else if l.sem != nil {
 		o.req = l.sem.Start(maxSleep, onDone)
 	} else {
 		o.req = l.bucket.Start(maxSleep, onDone)
 	}
-	if !o.await(time.Duration(waitUs) * time.Microsecond) {
+	if !o.await(wait) {
 		return o.id, nil
 	}
 	o.forgetIfSpent()

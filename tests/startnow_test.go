@@ -1,0 +1,156 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"timely/core"
+)
+
+// openStore opens a Store on srv, closed when the test ends: another
+// process's connections.
+func openStore(t *testing.T, srv *redisServer) *core.Store {
+	t.Helper()
+	st, err := core.Open(srv.url(), core.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// released returns a release callback and a channel that gets its error.
+func released() (func(error), chan error) {
+	c := make(chan error, 1)
+	return func(err error) { c <- err }, c
+}
+
+// TestSemaphoreStartNowRunsTheRoundInTheCaller: with the dispatcher idle,
+// StartNow returns with the outcome, and the release deferred before it
+// rides in the same round.
+func TestSemaphoreStartNowRunsTheRoundInTheCaller(t *testing.T) {
+	srv := startRedis(t)
+	sem := newSemaphore(t, openStore(t, srv), 1, 0)
+	ctx := context.Background()
+	p, err := sem.Acquire(ctx, core.Forever) // the dispatcher subscribes
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		done, errs := released()
+		p.ReleaseDeferred(done)
+		req := sem.StartNow(core.Forever, nil, 100*time.Millisecond)
+		select {
+		case <-req.Done():
+		default:
+			t.Fatalf("cycle %d: StartNow returned before its outcome", i)
+		}
+		if p, err = req.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatalf("cycle %d: release: %v", i, err)
+			}
+		default:
+			t.Fatalf("cycle %d: the deferred release did not ride with the acquisition", i)
+		}
+	}
+	waitState(t, sem, core.SemaphoreState{Capacity: 1, Holders: 1})
+	p.Release(ctx)
+	waitState(t, sem, core.SemaphoreState{Capacity: 1})
+}
+
+// TestSemaphoreStartNowOutOfBudget: when Redis does not answer within the
+// caller's budget (here it is frozen), StartNow returns at once; the
+// dispatcher then finds out what that call did, which Redis may run before
+// or after the dispatcher's own calls. Whatever the order, the acquisition
+// gets exactly one permit, the release that rode along is not reported
+// lost, and nothing stays held or queued.
+func TestSemaphoreStartNowOutOfBudget(t *testing.T) {
+	srv := startRedis(t)
+	name := uniqueName(t)
+	sem := namedSemaphore(t, openStore(t, srv), name, 1, 0)
+	other := namedSemaphore(t, openStore(t, srv), name, 1, 0)
+	ctx := context.Background()
+	p, err := sem.Acquire(ctx, core.Forever)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 8; i++ {
+		// A round that comes back in time first, so that the frozen one
+		// is written on an open connection, not stuck in its handshake.
+		p.ReleaseDeferred(nil)
+		if p, err = sem.StartNow(core.Forever, nil, time.Second).Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		done, errs := released()
+		p.ReleaseDeferred(done)
+		if err := srv.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		started := time.Now()
+		req := sem.StartNow(core.Forever, nil, time.Millisecond)
+		if took := time.Since(started); took > 100*time.Millisecond {
+			t.Errorf("cycle %d: StartNow held its caller %v against a frozen Redis", i, took)
+		}
+		// Vary how long the dispatcher's calls wait behind the frozen one.
+		time.Sleep(time.Duration(i%4) * 20 * time.Millisecond)
+		if err := srv.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		if p, err = req.Wait(ctx); err != nil {
+			t.Fatalf("cycle %d: %v", i, err)
+		}
+		if err := <-errs; err != nil {
+			t.Fatalf("cycle %d: the release that rode along: %v", i, err)
+		}
+		waitState(t, sem, core.SemaphoreState{Capacity: 1, Holders: 1})
+		if _, err := other.Acquire(ctx, 0); !errors.Is(err, core.ErrMaxSleep) {
+			t.Fatalf("cycle %d: another process got a permit while one was held: %v", i, err)
+		}
+	}
+	p.Release(ctx)
+	waitState(t, sem, core.SemaphoreState{Capacity: 1})
+}
+
+// TestSemaphoreStrayGrantIsGivenBack: a permit granted in Redis to an id
+// of this process that nobody here waits for (as a call whose reply never
+// came can leave behind) goes back at once, not when its lease runs out.
+func TestSemaphoreStrayGrantIsGivenBack(t *testing.T) {
+	srv := startRedis(t)
+	name := uniqueName(t)
+	st := openStore(t, srv)
+	sem := namedSemaphore(t, st, name, 1, 0)
+	other := namedSemaphore(t, openStore(t, srv), name, 1, 0)
+	ctx := context.Background()
+	p, err := sem.Acquire(ctx, core.Forever)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, _, _ := strings.Cut(p.ID(), ":")
+	stray := token + ":stray"
+	rdb := st.Client()
+	if err := rdb.ZAdd(ctx, "timely:{sem:"+name+"}:queue",
+		redis.Z{Score: 0, Member: stray}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Release(ctx); err != nil { // grants the stray id
+		t.Fatal(err)
+	}
+	q, err := other.Acquire(ctx, 2*time.Second)
+	if err != nil {
+		t.Fatalf("the permit granted to a stray id was not given back: %v", err)
+	}
+	q.Release(ctx)
+	if n, err := rdb.ZScore(ctx, "timely:{sem:"+name+"}:holders", stray).Result(); err == nil {
+		t.Fatalf("the stray id still holds a lease (deadline %v)", n)
+	}
+}
