@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Permit is one permit of a Semaphore held by this process: a lease in
@@ -56,6 +57,17 @@ func (p *Permit) Release(ctx context.Context) error {
 // not block.
 func (p *Permit) ReleaseAsync(done func(error)) {
 	p.sem.release(p, done, true)
+}
+
+// ReleaseNow is ReleaseAsync for a caller that waits up to budget for the
+// answer anyway: as with Semaphore.StartNow, the round runs in the
+// calling goroutine when the dispatcher is idle, and done may have run by
+// the time it returns.
+func (p *Permit) ReleaseNow(done func(error), budget time.Duration) {
+	p.sem.release(p, done, false)
+	if !p.sem.roundNow(budget) {
+		p.sem.poke()
+	}
 }
 
 // ReleaseDeferred is ReleaseAsync without starting a round: the release

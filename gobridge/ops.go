@@ -230,7 +230,14 @@ func Cancel(id int64) (err error) {
 // that had expired fails with [leaselost].
 func Release(id, nid, waitUs int64) (rid int64, err error) {
 	defer guard(&err)()
-	return release(id, nid, waitUs, (*core.Permit).ReleaseAsync)
+	if waitUs <= 0 {
+		return release(id, nid, 0, (*core.Permit).ReleaseAsync)
+	}
+	started := time.Now()
+	return release(id, nid, waitUs, func(p *core.Permit, done func(error)) {
+		// Waiting anyway: run the round here when the dispatcher is idle.
+		p.ReleaseNow(done, time.Duration(waitUs)*time.Microsecond-time.Since(started))
+	})
 }
 
 // ReleaseDeferred is Release without waiting and without starting a round

@@ -25,6 +25,11 @@ func openStore(t *testing.T, srv *redisServer) *core.Store {
 	return st
 }
 
+// idle lets a dispatcher that has just completed a request finish its
+// round: until then a round in the caller's goroutine would wait for it
+// and leave the work to it.
+func idle() { time.Sleep(20 * time.Millisecond) }
+
 // released returns a release callback and a channel that gets its error.
 func released() (func(error), chan error) {
 	c := make(chan error, 1)
@@ -42,6 +47,7 @@ func TestSemaphoreStartNowRunsTheRoundInTheCaller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	idle()
 	for i := 0; i < 50; i++ {
 		done, errs := released()
 		p.ReleaseDeferred(done)
@@ -65,6 +71,37 @@ func TestSemaphoreStartNowRunsTheRoundInTheCaller(t *testing.T) {
 	}
 	waitState(t, sem, core.SemaphoreState{Capacity: 1, Holders: 1})
 	p.Release(ctx)
+	waitState(t, sem, core.SemaphoreState{Capacity: 1})
+}
+
+// TestSemaphoreReleaseNowAnswersInTheCaller: with the dispatcher idle,
+// ReleaseNow has its answer by the time it returns.
+func TestSemaphoreReleaseNowAnswersInTheCaller(t *testing.T) {
+	srv := startRedis(t)
+	sem := newSemaphore(t, openStore(t, srv), 1, 0)
+	ctx := context.Background()
+	p, err := sem.Acquire(ctx, core.Forever) // the dispatcher subscribes
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle()
+	for i := 0; i < 20; i++ {
+		if i > 0 {
+			if p, err = sem.StartNow(core.Forever, nil, 100*time.Millisecond).Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		done, errs := released()
+		p.ReleaseNow(done, 100*time.Millisecond)
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatalf("cycle %d: release: %v", i, err)
+			}
+		default:
+			t.Fatalf("cycle %d: ReleaseNow returned before its answer", i)
+		}
+	}
 	waitState(t, sem, core.SemaphoreState{Capacity: 1})
 }
 

@@ -230,7 +230,11 @@ class Limiter(Generic[S, E]):
         """Acquire from a thread, blocking it (not the GIL); return the
         operation id."""
         h = self._limiter()
-        op: int = _bridge.call("Acquire", h, 0, self._max_sleep_us, 0)
+        # Like an event loop's first call, a thread that waits anyway lets
+        # the Go core run an uncontended round in this thread.
+        op: int = _bridge.call(
+            "Acquire", h, 0, self._max_sleep_us, _bridge.Notifier.SYNC_WAIT_US
+        )
         if op < 0:
             return -op
         try:

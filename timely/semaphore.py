@@ -196,7 +196,10 @@ class RedisSemaphore(Limiter[SemaphoreState, Permit]):
         if not permit._op:
             return  # entered by failing open: nothing to release
         try:
-            rid: int = _bridge.call("Release", permit._op, 0, 0)
+            # The thread waits anyway: the Go core may run the round in it.
+            rid: int = _bridge.call(
+                "Release", permit._op, 0, _bridge.Notifier.SYNC_WAIT_US
+            )
             while rid and not _bridge.call("Wait", rid, 100):
                 pass
             permit._lost = False
