@@ -540,7 +540,8 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 // left for the dispatcher then, unless Redis did not answer within
 // budget. Renewals stay with the dispatcher.
 func (s *Semaphore) roundNow(budget time.Duration) bool {
-	if budget < minBudget || !s.store.deadlines || !s.subscribed.Load() || !s.turn.TryLock() {
+	if budget < minBudget || !s.store.deadlines || !s.store.quickFor(budget) ||
+		!s.subscribed.Load() || !s.turn.TryLock() {
 		return false
 	}
 	defer s.turn.Unlock()
@@ -652,6 +653,7 @@ func (s *Semaphore) round(rdb redis.Scripter, leaving []string, arrivals []*semW
 		args = append(args, w.id, wait)
 	}
 	reply, err := s.call(rdb, semaphoreRound, timeout, args)
+	s.store.observe(time.Since(sent))
 	var left, statuses []int64
 	var granted []string
 	var wait int64
@@ -843,6 +845,7 @@ func (s *Semaphore) renew(lookUp bool) time.Duration {
 
 	sent := time.Now()
 	reply, err := s.call(s.store.rdb, semaphoreRenew, callTimeout, ids)
+	s.store.observe(time.Since(sent))
 	var statuses []int64
 	var granted []string
 	var wait int64

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -45,6 +46,29 @@ type Store struct {
 	// serves one round at a time (nowMu), others use rdb.
 	now   *redis.Client
 	nowMu sync.Mutex
+	// callTime estimates how long a semaphore script call takes, in ns:
+	// a round runs in a caller's goroutine only when the caller's budget
+	// is twice that, so that a distant or busy Redis is left to the
+	// dispatchers instead of failing every such round.
+	callTime atomic.Int64
+}
+
+// observe folds the time of a script call into callTime: a slower call
+// counts at once for half, a quicker one for an eighth, so that the
+// estimate leans towards the slow end.
+func (s *Store) observe(d time.Duration) {
+	old := s.callTime.Load()
+	if int64(d) > old {
+		s.callTime.Store((old + int64(d)) / 2)
+	} else {
+		s.callTime.Store(old - (old-int64(d))/8)
+	}
+}
+
+// quickFor tells whether a script call is likely to come back within
+// budget.
+func (s *Store) quickFor(budget time.Duration) bool {
+	return 2*time.Duration(s.callTime.Load()) < budget
 }
 
 // NewStore wraps a go-redis client. The caller keeps ownership of rdb:

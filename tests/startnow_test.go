@@ -3,7 +3,9 @@ package tests
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -122,11 +124,15 @@ func TestSemaphoreStartNowOutOfBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 8; i++ {
-		// A round that comes back in time first, so that the frozen one
-		// is written on an open connection, not stuck in its handshake.
-		p.ReleaseDeferred(nil)
-		if p, err = sem.StartNow(core.Forever, nil, time.Second).Wait(ctx); err != nil {
-			t.Fatal(err)
+		// Rounds that come back in time first, so that the frozen one is
+		// written on an open connection (not stuck in its handshake), and
+		// so that the estimate of a call's time, which the slow rounds
+		// after the freeze raised, comes down under half the budget.
+		for k := 0; k < 60; k++ {
+			p.ReleaseDeferred(nil)
+			if p, err = sem.StartNow(core.Forever, nil, time.Second).Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
 		}
 		done, errs := released()
 		p.ReleaseDeferred(done)
@@ -190,4 +196,96 @@ func TestSemaphoreStrayGrantIsGivenBack(t *testing.T) {
 	if n, err := rdb.ZScore(ctx, "timely:{sem:"+name+"}:holders", stray).Result(); err == nil {
 		t.Fatalf("the stray id still holds a lease (deadline %v)", n)
 	}
+}
+
+// slowLink forwards TCP connections to addr, delaying every chunk by
+// delay in each direction, as a distant Redis would, and counts the
+// connections it accepted.
+type slowLink struct {
+	l        net.Listener
+	accepted atomic.Int64
+}
+
+func startSlowLink(t *testing.T, addr string, delay time.Duration) *slowLink {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	s := &slowLink{l: l}
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s.accepted.Add(1)
+			out, err := net.Dial("tcp", addr)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			go delayCopy(out, in, delay)
+			go delayCopy(in, out, delay)
+		}
+	}()
+	return s
+}
+
+func (s *slowLink) url() string { return "redis://" + s.l.Addr().String() }
+
+// delayCopy copies from src to dst, each chunk delay late, until either
+// end closes; then it closes both.
+func delayCopy(dst, src net.Conn, delay time.Duration) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			time.Sleep(delay)
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestSemaphoreStartNowLeavesASlowRedisToTheDispatcher: when script calls
+// take longer than half the caller's budget (a distant Redis), StartNow
+// leaves the round to the dispatcher instead of trying, failing, and
+// making a new connection every time.
+func TestSemaphoreStartNowLeavesASlowRedisToTheDispatcher(t *testing.T) {
+	link := startSlowLink(t, startRedis(t).addr(), 2*time.Millisecond)
+	st, err := core.Open(link.url(), core.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	sem := newSemaphore(t, st, 1, 0)
+	ctx := context.Background()
+	p, err := sem.Acquire(ctx, core.Forever)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := link.accepted.Load()
+	for i := 0; i < 30; i++ {
+		done, errs := released()
+		p.ReleaseDeferred(done)
+		if p, err = sem.StartNow(core.Forever, nil, time.Millisecond).Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errs; err != nil {
+			t.Fatalf("cycle %d: release: %v", i, err)
+		}
+	}
+	if n := link.accepted.Load() - before; n > 2 {
+		t.Fatalf("30 acquisitions against a slow Redis made %d new connections", n)
+	}
+	p.Release(ctx)
+	waitState(t, sem, core.SemaphoreState{Capacity: 1})
 }
