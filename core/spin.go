@@ -15,8 +15,11 @@ import (
 // sleeps in Go's network poller. That caller's thread waits for the reply
 // anyway, and a sleeping thread costs a wake-up when the reply comes: on
 // a virtual machine, often more than the whole round trip of a local
-// Redis. Polling keeps the thread awake for about one round trip.
-const spinFor = 150 * time.Microsecond
+// Redis. Polling keeps the thread awake for about one round trip of a
+// local Redis; longer polls (150 us was tried) made sequential cycles a
+// little quicker, and cost other processes on a small machine the CPU
+// they needed (hand-offs between two processes got later).
+const spinFor = 100 * time.Microsecond
 
 // spinConn is a TCP or Unix connection whose reads poll the socket for up
 // to spinFor before waiting in the network poller.
