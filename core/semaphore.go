@@ -540,7 +540,7 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 // left for the dispatcher then, unless Redis did not answer within
 // budget. Renewals stay with the dispatcher.
 func (s *Semaphore) roundNow(budget time.Duration) bool {
-	if budget < minBudget || !s.store.deadlines || !s.store.quickFor(budget) ||
+	if budget < minBudget || !s.store.deadlines || !s.store.nowAllowed() ||
 		!s.subscribed.Load() || !s.turn.TryLock() {
 		return false
 	}
@@ -561,6 +561,7 @@ func (s *Semaphore) roundNow(budget time.Duration) bool {
 		rdb = now
 	}
 	poll, ok := s.round(rdb, leaving, arrivals, budget)
+	s.store.nowDone(ok)
 	if !ok {
 		return true // put back for the dispatcher, which was poked
 	}
@@ -653,7 +654,6 @@ func (s *Semaphore) round(rdb redis.Scripter, leaving []string, arrivals []*semW
 		args = append(args, w.id, wait)
 	}
 	reply, err := s.call(rdb, semaphoreRound, timeout, args)
-	s.store.observe(time.Since(sent))
 	var left, statuses []int64
 	var granted []string
 	var wait int64
@@ -845,7 +845,6 @@ func (s *Semaphore) renew(lookUp bool) time.Duration {
 
 	sent := time.Now()
 	reply, err := s.call(s.store.rdb, semaphoreRenew, callTimeout, ids)
-	s.store.observe(time.Since(sent))
 	var statuses []int64
 	var granted []string
 	var wait int64

@@ -46,29 +46,37 @@ type Store struct {
 	// serves one round at a time (nowMu), others use rdb.
 	now   *redis.Client
 	nowMu sync.Mutex
-	// callTime estimates how long a semaphore script call takes, in ns:
-	// a round runs in a caller's goroutine only when the caller's budget
-	// is twice that, so that a distant or busy Redis is left to the
-	// dispatchers instead of failing every such round.
-	callTime atomic.Int64
+	// nowOff is when rounds may run in callers' goroutines again (Unix
+	// ns), after nowFails such rounds in a row got no answer within their
+	// budget: a distant, busy or unreachable Redis is left to the
+	// dispatchers instead of costing every acquisition a failed call, a
+	// new connection and a look-up.
+	nowOff   atomic.Int64
+	nowFails atomic.Int32
 }
 
-// observe folds the time of a script call into callTime: a slower call
-// counts at once for half, a quicker one for an eighth, so that the
-// estimate leans towards the slow end.
-func (s *Store) observe(d time.Duration) {
-	old := s.callTime.Load()
-	if int64(d) > old {
-		s.callTime.Store((old + int64(d)) / 2)
-	} else {
-		s.callTime.Store(old - (old-int64(d))/8)
+// nowBackoff is how long rounds stay with the dispatchers after the first
+// round in a caller's goroutine that got no answer in time; it doubles
+// with each failure in a row, up to nowBackoffMax.
+const (
+	nowBackoff    = 100 * time.Millisecond
+	nowBackoffMax = 5 * time.Second
+)
+
+// nowAllowed tells whether a round may run in a caller's goroutine.
+func (s *Store) nowAllowed() bool {
+	return time.Now().UnixNano() >= s.nowOff.Load()
+}
+
+// nowDone records the outcome of a round run in a caller's goroutine.
+func (s *Store) nowDone(answered bool) {
+	if answered {
+		s.nowFails.Store(0)
+		return
 	}
-}
-
-// quickFor tells whether a script call is likely to come back within
-// budget.
-func (s *Store) quickFor(budget time.Duration) bool {
-	return 2*time.Duration(s.callTime.Load()) < budget
+	n := s.nowFails.Add(1)
+	d := min(nowBackoff<<min(n-1, 10), nowBackoffMax)
+	s.nowOff.Store(time.Now().Add(d).UnixNano())
 }
 
 // NewStore wraps a go-redis client. The caller keeps ownership of rdb:
