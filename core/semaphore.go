@@ -518,7 +518,10 @@ func (s *Semaphore) step(renewDue bool) time.Duration {
 
 	poll := time.Duration(-1)
 	if len(leaving) > 0 || len(arrivals) > 0 {
-		poll, _ = s.round(s.store.rdb, leaving, arrivals, callTimeout)
+		t0 := time.Now()
+		var ok bool
+		poll, ok = s.round(s.store.rdb, leaving, arrivals, callTimeout)
+		s.store.dispatcherDone(time.Since(t0), ok)
 	}
 	s.mu.Lock()
 	s.answered = released
@@ -625,10 +628,10 @@ func (s *Semaphore) call(rdb redis.Scripter, script *redis.Script,
 // round releases or withdraws the leaving ids and enqueues the arrivals
 // in one call on rdb that gives up after timeout, reports each release, and
 // completes the arrivals granted or refused at once. It returns how soon
-// to look again when some wait. A failed call fails the arrivals, unless
-// it had less than callTimeout (a caller's budget, see StartNow): then
-// its ids go back to the dispatcher, which finds out what the call did,
-// and round reports false.
+// to look again when some wait, and whether Redis answered. A failed call
+// fails the arrivals, unless it had less than callTimeout (a caller's
+// budget, see StartNow): then its ids go back to the dispatcher, which
+// finds out what the call did.
 func (s *Semaphore) round(rdb redis.Scripter, leaving []string, arrivals []*semWaiter,
 	timeout time.Duration) (time.Duration, bool) {
 	sent := time.Now()
@@ -695,7 +698,7 @@ func (s *Semaphore) round(rdb redis.Scripter, leaving []string, arrivals []*semW
 		if len(s.waiting) > 0 {
 			s.lookUpWaiters()
 		}
-		return -1, true
+		return -1, false
 	}
 	for i, w := range arrivals {
 		if w.state != waiterSent {

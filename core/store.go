@@ -79,6 +79,21 @@ func (s *Store) nowDone(answered bool) {
 	s.nowOff.Store(time.Now().Add(d).UnixNano())
 }
 
+// nowFast is the longest a dispatcher's round may take to show that
+// Redis answers quickly again: half of a caller's usual budget.
+const nowFast = 500 * time.Microsecond
+
+// dispatcherDone records how long a dispatcher's round took. A quick
+// answer ends a pause of the rounds in callers' goroutines at once, so
+// that a burst that once kept Redis busy does not slow the calls that
+// come after it for seconds; a slow or failing Redis never ends one.
+func (s *Store) dispatcherDone(took time.Duration, answered bool) {
+	if answered && took < nowFast && s.nowFails.Load() != 0 {
+		s.nowFails.Store(0)
+		s.nowOff.Store(0)
+	}
+}
+
 // NewStore wraps a go-redis client. The caller keeps ownership of rdb:
 // Close leaves it open.
 func NewStore(rdb redis.UniversalClient, opts StoreOptions) *Store {

@@ -209,11 +209,12 @@ func TestSemaphoreStrayGrantIsGivenBack(t *testing.T) {
 }
 
 // slowLink forwards TCP connections to addr, delaying every chunk by
-// delay in each direction, as a distant Redis would, and counts the
-// connections it accepted.
+// delay (ns, which may change) in each direction, as a distant Redis
+// would, and counts the connections it accepted.
 type slowLink struct {
 	l        net.Listener
 	accepted atomic.Int64
+	delay    atomic.Int64
 }
 
 func startSlowLink(t *testing.T, addr string, delay time.Duration) *slowLink {
@@ -224,6 +225,7 @@ func startSlowLink(t *testing.T, addr string, delay time.Duration) *slowLink {
 	}
 	t.Cleanup(func() { l.Close() })
 	s := &slowLink{l: l}
+	s.delay.Store(int64(delay))
 	go func() {
 		for {
 			in, err := l.Accept()
@@ -236,8 +238,8 @@ func startSlowLink(t *testing.T, addr string, delay time.Duration) *slowLink {
 				in.Close()
 				continue
 			}
-			go delayCopy(out, in, delay)
-			go delayCopy(in, out, delay)
+			go delayCopy(out, in, &s.delay)
+			go delayCopy(in, out, &s.delay)
 		}
 	}()
 	return s
@@ -247,14 +249,16 @@ func (s *slowLink) url() string { return "redis://" + s.l.Addr().String() }
 
 // delayCopy copies from src to dst, each chunk delay late, until either
 // end closes; then it closes both.
-func delayCopy(dst, src net.Conn, delay time.Duration) {
+func delayCopy(dst, src net.Conn, delay *atomic.Int64) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			time.Sleep(delay)
+			if d := time.Duration(delay.Load()); d > 0 {
+				time.Sleep(d)
+			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
@@ -296,6 +300,71 @@ func TestSemaphoreStartNowLeavesASlowRedisToTheDispatcher(t *testing.T) {
 	// Without the pause, each acquisition made one.
 	if n := link.accepted.Load() - before; n > 4 {
 		t.Fatalf("30 acquisitions against a slow Redis made %d new connections", n)
+	}
+	p.Release(ctx)
+	waitState(t, sem, core.SemaphoreState{Capacity: 1})
+}
+
+// TestSemaphoreStartNowResumesWhenRedisIsQuickAgain: the pause of rounds
+// in callers after one got no answer ends as soon as a dispatcher's round
+// shows Redis answering quickly, not when the pause (100 ms at least)
+// runs out.
+func TestSemaphoreStartNowResumesWhenRedisIsQuickAgain(t *testing.T) {
+	link := startSlowLink(t, startRedis(t).addr(), 3*time.Millisecond)
+	st, err := core.Open(link.url(), core.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	sem := newSemaphore(t, st, 1, 0)
+	ctx := context.Background()
+	p, err := sem.Acquire(ctx, core.Forever)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Find a round in the caller that got no answer: it held its caller
+	// for its whole budget, and came back without the outcome.
+	const budget = time.Millisecond
+	var failed time.Time
+	for i := 0; failed.IsZero(); i++ {
+		if i == 200 {
+			t.Fatal("no round in the caller ran out of its budget against a slow Redis")
+		}
+		p.ReleaseDeferred(nil)
+		started := time.Now()
+		req := sem.StartNow(core.Forever, nil, budget)
+		returned := time.Now()
+		select {
+		case <-req.Done():
+		default:
+			if returned.Sub(started) >= budget {
+				failed = returned
+				link.delay.Store(0)
+			}
+		}
+		if p, err = req.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		time.Sleep(5 * time.Millisecond) // let the dispatcher go idle
+		p.ReleaseDeferred(nil)
+		req := sem.StartNow(core.Forever, nil, 100*time.Millisecond)
+		inline := false
+		select {
+		case <-req.Done():
+			inline = true
+		default:
+		}
+		if p, err = req.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if inline {
+			break
+		}
+		if time.Since(failed) > 90*time.Millisecond {
+			t.Fatal("rounds in the caller stayed paused though Redis answered quickly again")
+		}
 	}
 	p.Release(ctx)
 	waitState(t, sem, core.SemaphoreState{Capacity: 1})
