@@ -38,18 +38,61 @@ func released() (func(error), chan error) {
 	return func(err error) { c <- err }, c
 }
 
-// TestSemaphoreStartNowRunsTheRoundInTheCaller: with the dispatcher idle,
-// StartNow returns with the outcome, and the release deferred before it
-// rides in the same round.
-func TestSemaphoreStartNowRunsTheRoundInTheCaller(t *testing.T) {
-	srv := startRedis(t)
-	sem := newSemaphore(t, openStore(t, srv), 1, 0)
-	ctx := context.Background()
-	p, err := sem.Acquire(ctx, core.Forever) // the dispatcher subscribes
+// cycleNow releases p with the acquisition that StartNow makes within
+// budget, and returns the new permit and whether StartNow returned with
+// it (the round ran in the caller).
+func cycleNow(t *testing.T, sem *core.Semaphore, p *core.Permit,
+	budget time.Duration) (*core.Permit, bool) {
+	t.Helper()
+	p.ReleaseDeferred(nil)
+	req := sem.StartNow(core.Forever, nil, budget)
+	inline := false
+	select {
+	case <-req.Done():
+		inline = true
+	default:
+	}
+	p, err := req.Wait(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, inline
+}
+
+// answered fails the test unless errs already holds a release's outcome,
+// and that outcome is success; missing says what its absence means.
+func answered(t *testing.T, errs chan error, cycle int, missing string) {
+	t.Helper()
+	select {
+	case err := <-errs:
+		if err != nil {
+			t.Fatalf("cycle %d: release: %v", cycle, err)
+		}
+	default:
+		t.Fatalf("cycle %d: %s", cycle, missing)
+	}
+}
+
+// holdIdle acquires the one permit of a new semaphore on a new Redis and
+// lets its dispatcher, which subscribed on the way, go idle.
+func holdIdle(t *testing.T) (*core.Semaphore, *core.Permit) {
+	t.Helper()
+	sem := newSemaphore(t, openStore(t, startRedis(t)), 1, 0)
+	p, err := sem.Acquire(context.Background(), core.Forever)
 	if err != nil {
 		t.Fatal(err)
 	}
 	idle()
+	return sem, p
+}
+
+// TestSemaphoreStartNowRunsTheRoundInTheCaller: with the dispatcher idle,
+// StartNow returns with the outcome, and the release deferred before it
+// rides in the same round.
+func TestSemaphoreStartNowRunsTheRoundInTheCaller(t *testing.T) {
+	sem, p := holdIdle(t)
+	ctx := context.Background()
+	var err error
 	for i := 0; i < 50; i++ {
 		done, errs := released()
 		p.ReleaseDeferred(done)
@@ -62,14 +105,7 @@ func TestSemaphoreStartNowRunsTheRoundInTheCaller(t *testing.T) {
 		if p, err = req.Wait(ctx); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case err := <-errs:
-			if err != nil {
-				t.Fatalf("cycle %d: release: %v", i, err)
-			}
-		default:
-			t.Fatalf("cycle %d: the deferred release did not ride with the acquisition", i)
-		}
+		answered(t, errs, i, "the deferred release did not ride with the acquisition")
 	}
 	waitState(t, sem, core.SemaphoreState{Capacity: 1, Holders: 1})
 	p.Release(ctx)
@@ -79,14 +115,9 @@ func TestSemaphoreStartNowRunsTheRoundInTheCaller(t *testing.T) {
 // TestSemaphoreReleaseNowAnswersInTheCaller: with the dispatcher idle,
 // ReleaseNow has its answer by the time it returns.
 func TestSemaphoreReleaseNowAnswersInTheCaller(t *testing.T) {
-	srv := startRedis(t)
-	sem := newSemaphore(t, openStore(t, srv), 1, 0)
+	sem, p := holdIdle(t)
 	ctx := context.Background()
-	p, err := sem.Acquire(ctx, core.Forever) // the dispatcher subscribes
-	if err != nil {
-		t.Fatal(err)
-	}
-	idle()
+	var err error
 	for i := 0; i < 20; i++ {
 		if i > 0 {
 			if p, err = sem.StartNow(core.Forever, nil, 100*time.Millisecond).Wait(ctx); err != nil {
@@ -95,14 +126,7 @@ func TestSemaphoreReleaseNowAnswersInTheCaller(t *testing.T) {
 		}
 		done, errs := released()
 		p.ReleaseNow(done, 100*time.Millisecond)
-		select {
-		case err := <-errs:
-			if err != nil {
-				t.Fatalf("cycle %d: release: %v", i, err)
-			}
-		default:
-			t.Fatalf("cycle %d: ReleaseNow returned before its answer", i)
-		}
+		answered(t, errs, i, "ReleaseNow returned before its answer")
 	}
 	waitState(t, sem, core.SemaphoreState{Capacity: 1})
 }
@@ -133,16 +157,7 @@ func TestSemaphoreStartNowOutOfBudget(t *testing.T) {
 				t.Fatalf("cycle %d: no round ran in the caller again", i)
 			}
 			time.Sleep(10 * time.Millisecond)
-			p.ReleaseDeferred(nil)
-			req := sem.StartNow(core.Forever, nil, time.Second)
-			select {
-			case <-req.Done():
-				inline = true
-			default:
-			}
-			if p, err = req.Wait(ctx); err != nil {
-				t.Fatal(err)
-			}
+			p, inline = cycleNow(t, sem, p, time.Second)
 		}
 		done, errs := released()
 		p.ReleaseDeferred(done)
@@ -269,23 +284,32 @@ func delayCopy(dst, src net.Conn, delay *atomic.Int64) {
 	}
 }
 
-// TestSemaphoreStartNowLeavesASlowRedisToTheDispatcher: when rounds run
-// in the caller get no answer within its budget (a distant Redis), they
-// pause for a while, longer after each failure, instead of failing and
-// making a new connection on every acquisition.
-func TestSemaphoreStartNowLeavesASlowRedisToTheDispatcher(t *testing.T) {
-	link := startSlowLink(t, startRedis(t).addr(), 2*time.Millisecond)
+// holdBehindSlowLink acquires the one permit of a new semaphore, through
+// a Store whose connections go through a slowLink of delay.
+func holdBehindSlowLink(t *testing.T, delay time.Duration) (*slowLink, *core.Semaphore, *core.Permit) {
+	t.Helper()
+	link := startSlowLink(t, startRedis(t).addr(), delay)
 	st, err := core.Open(link.url(), core.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	sem := newSemaphore(t, st, 1, 0)
-	ctx := context.Background()
-	p, err := sem.Acquire(ctx, core.Forever)
+	p, err := sem.Acquire(context.Background(), core.Forever)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return link, sem, p
+}
+
+// TestSemaphoreStartNowLeavesASlowRedisToTheDispatcher: when rounds run
+// in the caller get no answer within its budget (a distant Redis), they
+// pause for a while, longer after each failure, instead of failing and
+// making a new connection on every acquisition.
+func TestSemaphoreStartNowLeavesASlowRedisToTheDispatcher(t *testing.T) {
+	link, sem, p := holdBehindSlowLink(t, 2*time.Millisecond)
+	ctx := context.Background()
+	var err error
 	before := link.accepted.Load()
 	for i := 0; i < 30; i++ {
 		done, errs := released()
@@ -310,18 +334,9 @@ func TestSemaphoreStartNowLeavesASlowRedisToTheDispatcher(t *testing.T) {
 // shows Redis answering quickly, not when the pause (100 ms at least)
 // runs out.
 func TestSemaphoreStartNowResumesWhenRedisIsQuickAgain(t *testing.T) {
-	link := startSlowLink(t, startRedis(t).addr(), 3*time.Millisecond)
-	st, err := core.Open(link.url(), core.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	sem := newSemaphore(t, st, 1, 0)
+	link, sem, p := holdBehindSlowLink(t, 3*time.Millisecond)
 	ctx := context.Background()
-	p, err := sem.Acquire(ctx, core.Forever)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	// Find a round in the caller that got no answer: it held its caller
 	// for its whole budget, and came back without the outcome.
 	const budget = time.Millisecond
@@ -348,18 +363,8 @@ func TestSemaphoreStartNowResumesWhenRedisIsQuickAgain(t *testing.T) {
 	}
 	for {
 		time.Sleep(5 * time.Millisecond) // let the dispatcher go idle
-		p.ReleaseDeferred(nil)
-		req := sem.StartNow(core.Forever, nil, 100*time.Millisecond)
-		inline := false
-		select {
-		case <-req.Done():
-			inline = true
-		default:
-		}
-		if p, err = req.Wait(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if inline {
+		var inline bool
+		if p, inline = cycleNow(t, sem, p, 100*time.Millisecond); inline {
 			break
 		}
 		if time.Since(failed) > 90*time.Millisecond {
